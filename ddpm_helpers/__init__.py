@@ -1,0 +1,19 @@
+"""ddpm_helpers: the small package behind the course's notebooks.
+
+One module per lesson concept, in lesson order; each imports only from the ones before it:
+
+    data        the embedded offline digits, hub datasets, local image folders
+    noising     q(x_t | x_0): one step at a time (eq. 2) and in closed form (eq. 4)
+    schedules   beta schedules, alphas_cumprod, signal-to-noise ratio
+    scheduler   DDPMScheduler and DDIMScheduler with diffusers' names and numbers
+    unet        the noise-prediction network
+    training    the training loop, EMA, checkpoints
+    sampling    sampling loops written as generators
+    metrics     offline sample-quality measures
+    plotting, widgets   figures and sliders
+
+Heavy imports (matplotlib, ipywidgets, datasets) live only in the modules that need them,
+so ``import ddpm_helpers`` is cheap.
+"""
+
+__version__ = "0.1.0"
