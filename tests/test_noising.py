@@ -1,0 +1,119 @@
+"""The forward process against the equations of Ho et al. 2020 (eqs. 2 and 4)."""
+
+import pytest
+import torch
+
+from ddpm_helpers.exercises import check_q_sample
+from ddpm_helpers.noising import noise_step_by_step, q_sample, q_step
+
+T = 1000
+BETAS = torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
+ALPHAS_CUMPROD = torch.cumprod(1 - BETAS, dim=0).float()
+
+
+def image_batch(n, seed=0):
+    """n copies of one fixed 8x8 'image' in [-1, 1], so moments can be taken over the batch."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand((1, 1, 8, 8), generator=g) * 2 - 1).expand(n, 1, 8, 8).clone()
+
+
+def test_q_step_is_equation_2():
+    x_prev, noise = image_batch(4), torch.randn(4, 1, 8, 8)
+    expected = (1 - 0.3) ** 0.5 * x_prev + 0.3**0.5 * noise
+    torch.testing.assert_close(q_step(x_prev, 0.3, noise), expected)
+
+
+def test_q_step_preserves_unit_variance():
+    # Var[sqrt(1 - beta) x + sqrt(beta) eps] = (1 - beta) Var[x] + beta = 1 when Var[x] = 1
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(200_000, generator=g)
+    x_next = q_step(x, 0.2, torch.randn(200_000, generator=g))
+    assert abs(x_next.var().item() - 1) < 0.01
+
+
+def test_t0_leaves_the_image_almost_unchanged():
+    x0 = image_batch(16)
+    x_t = q_sample(x0, 0, ALPHAS_CUMPROD, torch.randn(x0.shape))
+    # alpha_bar_0 = 1 - 1e-4: the noise has std 0.01
+    assert (x_t - x0).abs().max() < 0.06
+    assert (x_t - x0).std() == pytest.approx(0.01, rel=0.1)
+
+
+def test_last_step_is_standard_normal():
+    x0 = image_batch(4000)
+    x_t = q_sample(x0, T - 1, ALPHAS_CUMPROD, torch.randn(x0.shape, generator=torch.Generator().manual_seed(2)))
+    assert abs(x_t.mean().item()) < 0.01
+    assert abs(x_t.var().item() - 1) < 0.02
+
+
+@pytest.mark.parametrize("t", [5, 100, 400, 900])
+def test_closed_form_moments_match_equation_4(t):
+    x0 = image_batch(20_000)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(t))
+    x_t = q_sample(x0, t, ALPHAS_CUMPROD, noise)
+    alpha_bar_t = ALPHAS_CUMPROD[t]
+    # per-pixel mean sqrt(alpha_bar_t) x0 and variance 1 - alpha_bar_t, over the batch
+    torch.testing.assert_close(x_t.mean(0), alpha_bar_t.sqrt() * x0[0], atol=0.03, rtol=0)
+    torch.testing.assert_close(x_t.var(0), (1 - alpha_bar_t).expand(1, 8, 8), atol=0.04, rtol=0.05)
+
+
+@pytest.mark.parametrize("t", [0, 50, 300])
+def test_step_by_step_agrees_with_closed_form_in_distribution(t):
+    x0 = image_batch(4000)
+    x_t = noise_step_by_step(x0, t, BETAS.float(), generator=torch.Generator().manual_seed(3))
+    alpha_bar_t = ALPHAS_CUMPROD[t]
+    torch.testing.assert_close(x_t.mean(0), alpha_bar_t.sqrt() * x0[0], atol=0.05, rtol=0)
+    torch.testing.assert_close(x_t.var(0), (1 - alpha_bar_t).expand(1, 8, 8), atol=0.01, rtol=0.08)
+
+
+def test_per_image_timesteps_use_their_own_alpha_bar():
+    x0, noise = image_batch(3), torch.randn(3, 1, 8, 8)
+    t = torch.tensor([0, 500, 999])
+    x_t = q_sample(x0, t, ALPHAS_CUMPROD, noise)
+    for i in range(3):
+        torch.testing.assert_close(x_t[i : i + 1], q_sample(x0[i : i + 1], int(t[i]), ALPHAS_CUMPROD, noise[i : i + 1]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"t": 1000}, ValueError, r"\[0, 999\]"),
+        ({"t": -1}, ValueError, r"\[0, 999\]"),
+        ({"t": torch.tensor([1, 2])}, ValueError, r"shape \(4,\)"),
+        ({"t": 0.5}, TypeError, "integers"),
+        ({"x0": image_batch(4) * 255}, ValueError, r"to_model_range"),
+        ({"x0": (image_batch(4) * 100).to(torch.uint8)}, TypeError, "float tensor"),
+        ({"noise": torch.randn(4, 1, 4, 4)}, ValueError, "noise must have x0's shape"),
+    ],
+)
+def test_bad_input_says_how_to_fix_it(kwargs, error, match):
+    args = {"x0": image_batch(4), "t": 3, "alphas_cumprod": ALPHAS_CUMPROD, "noise": torch.randn(4, 1, 8, 8)}
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        q_sample(**args)
+
+
+def _closed_form(x0, t, alphas_cumprod, noise):
+    a = alphas_cumprod[t].view(-1, 1, 1, 1)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+def test_exercise_accepts_a_correct_answer(capsys):
+    assert check_q_sample(_closed_form) is True
+    assert "Correct" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "wrong, hint",
+    [
+        (lambda x0, t, ac, n: ac[t].view(-1, 1, 1, 1) * x0 + (1 - ac[t].view(-1, 1, 1, 1)).sqrt() * n, "signal coefficient needs a square root"),
+        (lambda x0, t, ac, n: ac[t].view(-1, 1, 1, 1).sqrt() * x0 + (1 - ac[t].view(-1, 1, 1, 1)) * n, "noise coefficient needs a square root"),
+        (lambda x0, t, ac, n: _closed_form(x0, t - 1, ac, n), "off by one"),
+        (lambda x0, t, ac, n: _closed_form(x0, t, ac, torch.randn_like(n)), "do not draw new noise"),
+        (lambda x0, t, ac, n: ac[t].sqrt() * x0 + (1 - ac[t]).sqrt() * n, "reshape it to (B, 1, 1, 1)"),
+        (lambda x0, t, ac, n: (ac[t].view(-1, 1, 1, 1).sqrt() * x0).numpy(), "return a tensor"),
+    ],
+)
+def test_exercise_recognises_the_classic_mistakes(wrong, hint, capsys):
+    assert check_q_sample(wrong) is False
+    assert hint in capsys.readouterr().out
