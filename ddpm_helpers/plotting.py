@@ -1,0 +1,110 @@
+"""Pictures of images: grids of a batch, a row of frames over time.
+
+Images everywhere in the course are (C, H, W) or (B, C, H, W) tensors in [-1, 1] with
+1 or 3 channels. Display maps them to [0, 1] with fixed limits, so a grey pixel always
+means the same value and a picture is never silently rescaled.
+"""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torchvision.utils import make_grid
+
+_PADDING = 2
+_PAD_VALUE = 1.0    # white grid lines, visible between dark MNIST-like images
+_FAR_OUT = 10.0     # |x| beyond this is a wrong range (e.g. [0, 255]), not noise
+
+
+def _as_batch(images, clip=True):
+    """Validate and return a (B, C, H, W) float tensor in [0, 1] for display."""
+    if isinstance(images, (list, tuple)):
+        images = torch.stack([torch.as_tensor(x) for x in images])
+    images = torch.as_tensor(images).detach().cpu()
+    if images.dtype == torch.uint8:
+        raise ValueError("images are uint8 (0-255); scale them to [-1, 1] first: "
+                         "x.float() / 127.5 - 1.")
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be (C, H, W) or (B, C, H, W) with C = 1 or 3, got "
+                         f"shape {tuple(images.shape)}; for (H, W) use x[None].")
+    images = images.float()
+    if not torch.isfinite(images).all():
+        raise ValueError("images contain NaN or inf; check the model output or the loss.")
+    peak = images.abs().max().item()
+    if peak > _FAR_OUT:
+        raise ValueError(f"images reach |x| = {peak:.1f}, far outside [-1, 1]; scale them to "
+                         "[-1, 1] first (from [0, 255]: x / 127.5 - 1).")
+    if not clip and peak > 1 + 1e-6:
+        raise ValueError(f"images reach |x| = {peak:.2f}, outside [-1, 1]; pass clip=True to "
+                         "clamp them for display (noised images x_t often exceed 1).")
+    return ((images.clamp(-1, 1) + 1) / 2)
+
+
+def _grid_to_numpy(grid, channels):
+    """(C, H, W) image or make_grid's (3, H, W) grid -> (H, W) if grayscale, else (H, W, 3)."""
+    return grid[0].numpy() if channels == 1 else grid.permute(1, 2, 0).numpy()
+
+
+def _imshow(ax, array):
+    """Show an [0, 1] array with fixed limits (never auto-rescaled) and no ticks."""
+    if array.ndim == 2:
+        ax.imshow(array, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(array, vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def image_to_numpy(x):
+    """One image (C, H, W) in [-1, 1] -> a float array in [0, 1] for imshow:
+    (H, W) when C = 1, (H, W, 3) when C = 3. Values are clamped to [0, 1]."""
+    x = torch.as_tensor(x)
+    if x.dim() != 3:
+        raise ValueError(f"image_to_numpy takes one image (C, H, W), got shape {tuple(x.shape)}; "
+                         "for a batch pick one: x[0].")
+    image = _as_batch(x)[0]                                   # (C, H, W) in [0, 1]
+    return _grid_to_numpy(image, image.shape[0]).astype(np.float32)
+
+
+def show_images(images, nrow=8, title=None, ax=None, figsize=None, clip=True):
+    """Show a batch (B, C, H, W) in [-1, 1] (or one (C, H, W) image, or a list) as one grid.
+
+    ``nrow`` images per row; grayscale uses cmap="gray" with vmin/vmax fixed, so -1 is
+    black and +1 white. With ``clip=True`` values beyond [-1, 1] (noised images x_t) are
+    clamped for display; ``clip=False`` raises instead. A single image is drawn without
+    grid padding. Returns the Axes.
+    """
+    batch = _as_batch(images, clip=clip)
+    grid = make_grid(batch, nrow=nrow, padding=_PADDING, pad_value=_PAD_VALUE)  # (3, H', W')
+    if ax is None:
+        n_cols = min(nrow, batch.shape[0])
+        n_rows = -(-batch.shape[0] // nrow)
+        if figsize is None:
+            figsize = (max(2.0, 0.8 * n_cols), max(2.0, 0.8 * n_rows))
+        _, ax = plt.subplots(figsize=figsize)
+    _imshow(ax, _grid_to_numpy(grid, batch.shape[1]))
+    if title is not None:
+        ax.set_title(title)
+    return ax
+
+
+def show_sequence(frames, labels=None, title=None, ax=None, clip=True):
+    """Show frames (a list of (C, H, W) images or a (N, C, H, W) tensor) in one row, with
+    ``labels`` (e.g. ``["t=0", "t=250"]``) written under each frame. Returns the Axes."""
+    batch = _as_batch(frames, clip=clip)
+    n, channels, _, width = batch.shape
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"got {len(labels)} labels for {n} frames; give one label per frame.")
+    grid = make_grid(batch, nrow=n, padding=_PADDING, pad_value=_PAD_VALUE)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(2.0, 1.3 * n), 1.8))
+    _imshow(ax, _grid_to_numpy(grid, channels))
+    if labels is not None:
+        # Frame i spans columns [pad + i * (width + pad), ... + width).
+        centres = [_PADDING + i * (width + _PADDING) + (width - 1) / 2 for i in range(n)]
+        ax.set_xticks(centres, [str(label) for label in labels])
+        ax.tick_params(axis="x", length=0)
+    if title is not None:
+        ax.set_title(title)
+    return ax
