@@ -63,19 +63,23 @@ def q_step(x_prev, beta_t, noise):
     return torch.sqrt(1 - beta_t) * x_prev + torch.sqrt(beta_t) * noise
 
 
-def noise_step_by_step(x0, t, betas, generator=None):
-    """Apply steps 0..t of the forward process to a batch, drawing fresh noise each step.
+def noise_step_by_step(x0, betas, keep, generator=None):
+    """Run the forward process step by step, drawing fresh noise at every step.
 
-    x0: (B, C, H, W) in [-1, 1]; t: int in [0, T-1]; betas: (T,). Returns x_t, (B, C, H, W).
-    Costs t + 1 steps; ``q_sample`` gives the same distribution in one.
+    x0: (B, C, H, W) in [-1, 1]; betas: (T,); keep: the timesteps to return.
+    Returns {t: x_t} for each t in ``keep``. Costs max(keep) + 1 steps, where ``q_sample``
+    reaches the same distribution in one.
     """
     check_image_range(x0)
-    _check_timesteps(t, len(betas), x0.shape[0])
-    x_t = x0
-    for s in range(int(t) + 1):
+    keep = sorted(int(t) for t in keep)
+    _check_timesteps(torch.tensor(keep), len(betas), len(keep))
+    x_t, snapshots = x0, {}
+    for t in range(keep[-1] + 1):
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-        x_t = q_step(x_t, betas[s].item(), noise)
-    return x_t
+        x_t = q_step(x_t, betas[t].item(), noise)
+        if t in keep:
+            snapshots[t] = x_t
+    return snapshots
 
 
 def q_sample(x0, t, alphas_cumprod, noise):

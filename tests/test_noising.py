@@ -57,13 +57,19 @@ def test_closed_form_moments_match_equation_4(t):
     torch.testing.assert_close(x_t.var(0), (1 - alpha_bar_t).expand(1, 8, 8), atol=0.04, rtol=0.05)
 
 
-@pytest.mark.parametrize("t", [0, 50, 300])
-def test_step_by_step_agrees_with_closed_form_in_distribution(t):
+def test_step_by_step_agrees_with_closed_form_in_distribution():
     x0 = image_batch(4000)
-    x_t = noise_step_by_step(x0, t, BETAS.float(), generator=torch.Generator().manual_seed(3))
-    alpha_bar_t = ALPHAS_CUMPROD[t]
-    torch.testing.assert_close(x_t.mean(0), alpha_bar_t.sqrt() * x0[0], atol=0.05, rtol=0)
-    torch.testing.assert_close(x_t.var(0), (1 - alpha_bar_t).expand(1, 8, 8), atol=0.01, rtol=0.08)
+    snapshots = noise_step_by_step(x0, BETAS.float(), keep=[0, 50, 300], generator=torch.Generator().manual_seed(3))
+    assert sorted(snapshots) == [0, 50, 300]
+    for t, x_t in snapshots.items():
+        alpha_bar_t = ALPHAS_CUMPROD[t]
+        torch.testing.assert_close(x_t.mean(0), alpha_bar_t.sqrt() * x0[0], atol=0.05, rtol=0)
+        torch.testing.assert_close(x_t.var(0), (1 - alpha_bar_t).expand(1, 8, 8), atol=0.01, rtol=0.08)
+
+
+def test_step_by_step_rejects_steps_past_the_schedule():
+    with pytest.raises(ValueError, match=r"\[0, 999\]"):
+        noise_step_by_step(image_batch(2), BETAS, keep=[10, 1000])
 
 
 def test_per_image_timesteps_use_their_own_alpha_bar():

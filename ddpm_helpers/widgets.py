@@ -1,0 +1,116 @@
+"""Sliders over precomputed frames: scrubbing swaps a picture, it never recomputes one.
+
+Each frame is rendered once to PNG bytes; moving the slider only sets an ``ipywidgets.Image``'s
+value. That is instant, works with ipywidgets 7 (Colab) and 8 (JupyterLab), and is easy to
+test: set ``slider.value`` and compare ``image.value`` with the frame for that value.
+"""
+
+import io
+
+import ipywidgets as widgets
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from .config import quick
+from .noising import check_image_range, q_sample
+from .plotting import show_images
+
+
+def figure_to_png(fig, dpi=72):
+    """Render a matplotlib Figure to PNG bytes."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def render_frames(draw, values, figsize=(12, 3.4), desc="Rendering frames"):
+    """Call ``draw(fig, value)`` on a fresh Figure for each value; return the PNG bytes."""
+    frames = []
+    for value in tqdm(values, desc=desc, leave=False):
+        fig = Figure(figsize=figsize)  # not pyplot: nothing is displayed or kept open
+        draw(fig, value)
+        frames.append(figure_to_png(fig))
+    return frames
+
+
+class FrameSlider:
+    """An IntSlider over ``values`` (evenly spaced) showing ``frames[i]`` for ``values[i]``.
+
+    Display it as the last line of a cell. ``slider``, ``image`` and ``frame_for(value)``
+    are public so tests can move the slider and check what it shows.
+    """
+
+    def __init__(self, frames, values, description="t"):
+        values = [int(v) for v in values]
+        if len(frames) != len(values) or not values:
+            raise ValueError(f"need one frame per value: got {len(frames)} frames, {len(values)} values.")
+        step = values[1] - values[0] if len(values) > 1 else 1
+        if step <= 0 or any(b - a != step for a, b in zip(values, values[1:])):
+            raise ValueError("values must be evenly spaced and increasing, like range(0, 1000, 10).")
+        self.frames, self.values, self.step = list(frames), values, step
+        self.slider = widgets.IntSlider(
+            value=values[0], min=values[0], max=values[-1], step=step,
+            description=description, continuous_update=True,
+            layout=widgets.Layout(width="60%"),
+        )
+        self.image = widgets.Image(value=self.frames[0], format="png")
+        self.slider.observe(self._on_change, names="value")
+        self.widget = widgets.VBox([self.slider, self.image])
+
+    def frame_for(self, value):
+        """The PNG bytes shown when the slider is at ``value``."""
+        index = (int(value) - self.values[0]) // self.step
+        return self.frames[min(max(index, 0), len(self.frames) - 1)]
+
+    def _on_change(self, change):
+        self.image.value = self.frame_for(change["new"])
+
+    def _ipython_display_(self):  # ipywidgets 7 and 8 both honour this hook
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def draw_forward_frame(fig, x_t, t, alphas_cumprod):
+    """One frame of lesson 1: the noised images, their histogram against N(0, 1), and
+    where t sits on the alpha_bar curve."""
+    ax_img, ax_hist, ax_curve = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.1, 1, 1]})
+    alpha_bar_t = alphas_cumprod[t].item()
+    show_images(x_t, nrow=int(np.ceil(np.sqrt(len(x_t)))), ax=ax_img)
+    ax_img.set_title(f"x_t at t = {t}")
+
+    grid = np.linspace(-4, 4, 200)
+    ax_hist.hist(x_t.flatten().numpy(), bins=60, range=(-4, 4), density=True, color="tab:blue", alpha=0.7, label="pixels of x_t")
+    ax_hist.plot(grid, np.exp(-grid**2 / 2) / np.sqrt(2 * np.pi), "k--", label="N(0, 1)")
+    ax_hist.set_ylim(0, 1.5)
+    ax_hist.set_title("pixel values")
+    ax_hist.legend(loc="upper right", fontsize=8)
+
+    steps = np.arange(len(alphas_cumprod))
+    ax_curve.plot(steps, alphas_cumprod.numpy(), label="alpha_bar")
+    ax_curve.plot(steps, alphas_cumprod.sqrt().numpy(), label="sqrt(alpha_bar)  (signal)")
+    ax_curve.plot(steps, (1 - alphas_cumprod).sqrt().numpy(), label="sqrt(1 - alpha_bar)  (noise)")
+    ax_curve.axvline(t, color="gray", lw=1)
+    ax_curve.plot([t], [alpha_bar_t], "o", color="tab:blue")
+    ax_curve.set_xlabel("t")
+    ax_curve.set_title(f"alpha_bar_t = {alpha_bar_t:.3f}")
+    ax_curve.legend(loc="center right", fontsize=8)
+    fig.tight_layout()
+
+
+def forward_noising_slider(x0, alphas_cumprod, step=10, noise=None, generator=None):
+    """A slider over t = 0, step, 2 step, ... for lesson 1. Every frame uses the same noise,
+    so only t changes. x0: (B, C, H, W) in [-1, 1]; alphas_cumprod: (T,).
+    """
+    check_image_range(x0)
+    alphas_cumprod = alphas_cumprod.detach().cpu().float()
+    values = range(0, len(alphas_cumprod), quick(step, len(alphas_cumprod) // 4))
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+
+    def draw(fig, t):
+        draw_forward_frame(fig, q_sample(x0, t, alphas_cumprod, noise), t, alphas_cumprod)
+
+    return FrameSlider(render_frames(draw, values), values)

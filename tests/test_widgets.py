@@ -1,0 +1,46 @@
+"""The sliders, headless: move the slider, check the picture it shows."""
+
+import pytest
+import torch
+
+from ddpm_helpers.noising import q_sample
+from ddpm_helpers.widgets import FrameSlider, draw_forward_frame, forward_noising_slider, render_frames
+
+ALPHAS_CUMPROD = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), dim=0).float()
+
+
+def test_frame_slider_shows_the_frame_for_each_value():
+    frames = [bytes([i]) * 8 for i in range(5)]
+    slider = FrameSlider(frames, range(0, 50, 10))
+    assert slider.image.value == frames[0]
+    for value, frame in zip([30, 10, 40, 0], [frames[3], frames[1], frames[4], frames[0]]):
+        slider.slider.value = value
+        assert slider.image.value == frame
+    assert (slider.slider.min, slider.slider.max, slider.slider.step) == (0, 40, 10)
+
+
+@pytest.mark.parametrize(
+    "frames, values, match",
+    [([b"a", b"b"], [0, 10, 20], "one frame per value"), ([b"a", b"b", b"c"], [0, 10, 30], "evenly spaced")],
+)
+def test_frame_slider_rejects_mismatched_frames(frames, values, match):
+    with pytest.raises(ValueError, match=match):
+        FrameSlider(frames, values)
+
+
+def test_forward_slider_frames_are_the_noised_images_for_that_t():
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand((4, 1, 8, 8), generator=g) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g)
+    slider = forward_noising_slider(x0, ALPHAS_CUMPROD, step=250, noise=noise)
+    assert len(set(slider.frames)) == len(slider.frames) >= 4  # every t looks different
+    t = slider.values[2]
+    slider.slider.value = t
+    expected = render_frames(lambda fig, t: draw_forward_frame(fig, q_sample(x0, t, ALPHAS_CUMPROD, noise), t, ALPHAS_CUMPROD), [t])[0]
+    assert slider.image.value == expected
+    assert slider.image.value[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_forward_slider_rejects_unscaled_images():
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        forward_noising_slider(torch.full((2, 1, 8, 8), 255.0), ALPHAS_CUMPROD)
