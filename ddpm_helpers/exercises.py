@@ -60,17 +60,19 @@ def _closed_form_mistakes(x0, t, alphas_cumprod, noise):
     ]
 
 
-def check_q_sample(fn, seed=0):
+def check_q_sample(fn, alphas_cumprod=None, seed=0):
     """Check ``fn(x0, t, alphas_cumprod, noise)`` against ``noising.q_sample`` (Ho et al. eq. 4).
 
-    x0 is (6, 1, 8, 8) in [-1, 1], t a (6,) long tensor, alphas_cumprod a (1000,) tensor.
+    x0 is (6, 1, 8, 8) in [-1, 1], t a (6,) long tensor, alphas_cumprod a (T,) tensor
+    (default: Ho et al.'s linear schedule, T = 1000).
     """
     generator = torch.Generator().manual_seed(seed)
     x0 = torch.rand((6, 1, 8, 8), generator=generator) * 2 - 1
     noise = torch.randn(x0.shape, generator=generator)
-    t = torch.tensor([0, 1, 100, 500, 800, 999])
-    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
-    alphas_cumprod = torch.cumprod(1 - betas, dim=0).float()
+    if alphas_cumprod is None:
+        alphas_cumprod = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), dim=0).float()
+    T = len(alphas_cumprod)
+    t = torch.tensor([0, 1, T // 10, T // 2, 4 * T // 5, T - 1])
 
     result, hint = _call(fn, x0.clone(), t.clone(), alphas_cumprod.clone(), noise.clone())
     if hint:
@@ -91,3 +93,65 @@ def check_q_sample(fn, seed=0):
     worst = (result - expected).abs().max().item()
     return _report(False, f"the values differ from q_sample by up to {worst:.3g}. "
                           "Compute alpha_bar_t = alphas_cumprod[t], then sqrt(alpha_bar_t) * x0 + sqrt(1 - alpha_bar_t) * noise.")
+
+
+def check_add_noise(fn, scheduler, seed=0):
+    """Check ``fn(original_samples, noise, timesteps)``, the learner's ``scheduler.add_noise``."""
+    return check_q_sample(lambda x0, t, alphas_cumprod, noise: fn(x0, noise, t), scheduler.alphas_cumprod, seed)
+
+
+def _step_mistakes(eps, t, x_t, noise, alphas_cumprod, clip):
+    """Wrong reverse steps that people write (all T steps, prev = t - 1), each with its hint."""
+    abar, abar_prev = alphas_cumprod[t], (alphas_cumprod[t - 1] if t > 0 else torch.tensor(1.0))
+    alpha, beta = abar / abar_prev, 1 - abar / abar_prev
+    beta_tilde = (1 - abar_prev) / (1 - abar) * beta
+    clamp = (lambda x: x.clamp(-1, 1)) if clip else (lambda x: x)
+
+    def step(x0, variance, x_t_coef=alpha.sqrt() * (1 - abar_prev) / (1 - abar)):
+        mean = abar_prev.sqrt() * beta / (1 - abar) * x0 + x_t_coef * x_t
+        return mean + variance.sqrt() * noise if t > 0 else mean
+
+    x0 = clamp((x_t - (1 - abar).sqrt() * eps) / abar.sqrt())
+    return [
+        (step(clamp((x_t - (1 - abar) * eps) / abar.sqrt()), beta_tilde),
+         "predicting x0 (eq. 15) needs sqrt(1 - alpha_bar_t) * eps, not (1 - alpha_bar_t) * eps."),
+        (step(clamp((x_t - (1 - abar).sqrt() * eps) / abar), beta_tilde),
+         "predicting x0 (eq. 15) divides by sqrt(alpha_bar_t), not alpha_bar_t."),
+        (step(x0, beta),
+         "that variance is beta_t ('fixed_large'); the posterior variance is "
+         "beta_tilde_t = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta_t (eq. 7)."),
+        (step(x0, beta_tilde**2),
+         "the noise is scaled by the standard deviation sqrt(beta_tilde_t), not the variance."),
+        (step(x0, beta_tilde, x_t_coef=abar.sqrt() * (1 - abar_prev) / (1 - abar)),
+         "the x_t coefficient of the posterior mean uses sqrt(alpha_t) (one step), not sqrt(alpha_bar_t)."),
+        (step((x_t - (1 - abar).sqrt() * eps) / abar.sqrt(), beta_tilde),
+         "clip the predicted x0 to [-1, 1] before the posterior mean (the scheduler's clip_sample=True)."),
+    ]
+
+
+def check_step(fn, scheduler, seed=0):
+    """Check ``fn(eps_pred, t, x_t, noise) -> x_prev``, one reverse step over all T steps,
+    against ``scheduler.step`` (Ho et al. 2020, eqs. 7 and 15), at t = T-1, T/2, 10 and 0."""
+    reference = type(scheduler).from_config(scheduler.config)  # no set_timesteps: prev = t - 1
+    generator = torch.Generator().manual_seed(seed)
+    x_t, eps = torch.randn((4, 1, 8, 8), generator=generator), torch.randn((4, 1, 8, 8), generator=generator)
+    T = reference.num_train_timesteps
+    for t in (T - 1, T // 2, 10, 0):
+        noise = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(seed + t))
+        expected = reference.step(eps, t, x_t, generator=torch.Generator().manual_seed(seed + t)).prev_sample
+        result, hint = _call(fn, eps.clone(), t, x_t.clone(), noise.clone())
+        if hint:
+            return _report(False, hint)
+        if result.shape != x_t.shape:
+            return _report(False, f"return x_prev with x_t's shape {tuple(x_t.shape)}, got {tuple(result.shape)}.")
+        if torch.allclose(result, expected, atol=1e-4):
+            continue
+        clip = reference.config.clip_sample
+        for wrong, wrong_hint in _step_mistakes(eps, t, x_t, noise, reference.alphas_cumprod, clip):
+            if torch.allclose(result, wrong, atol=1e-4):
+                return _report(False, f"(at t = {t}) {wrong_hint}")
+        worst = (result - expected).abs().max().item()
+        return _report(False, f"at t = {t} your x_prev differs from scheduler.step by up to {worst:.3g}. "
+                              "Follow the numbered steps: alpha_bar_t, alpha_bar_prev; x0 (eq. 15); clip; "
+                              "posterior mean (eq. 7); add sqrt(beta_tilde_t) * noise if t > 0.")
+    return _report(True, "")

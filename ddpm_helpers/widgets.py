@@ -114,3 +114,37 @@ def forward_noising_slider(x0, alphas_cumprod, step=10, noise=None, generator=No
         draw_forward_frame(fig, q_sample(x0, t, alphas_cumprod, noise), t, alphas_cumprod)
 
     return FrameSlider(render_frames(draw, values), values)
+
+
+def draw_schedule_frame(fig, x0, t, schedules, noise):
+    """One frame of lesson 2: the same images and noise at step t under each schedule,
+    then the alpha_bar curves with t marked. ``schedules`` maps a name to alphas_cumprod."""
+    axes = fig.subplots(1, len(schedules) + 1)
+    for ax, (name, alphas_cumprod) in zip(axes, schedules.items()):
+        show_images(q_sample(x0, t, alphas_cumprod, noise), nrow=int(np.ceil(np.sqrt(len(x0)))), ax=ax)
+        ax.set_title(f"{name}\nalpha_bar_t = {alphas_cumprod[t].item():.3f}", fontsize=9)
+    for name, alphas_cumprod in schedules.items():
+        axes[-1].plot(alphas_cumprod.numpy(), label=name)
+    axes[-1].axvline(t, color="gray", lw=1)
+    axes[-1].set_title(f"t = {t}", fontsize=9)
+    axes[-1].set_xlabel("t")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+
+
+def schedule_comparison_slider(x0, schedules, step=10, noise=None, generator=None):
+    """A slider over t showing ``x0`` noised under each schedule side by side (same noise).
+
+    x0: (B, C, H, W) in [-1, 1]; schedules: {name: alphas_cumprod (T,)}, all with the same T.
+    """
+    check_image_range(x0)
+    schedules = {name: ac.detach().cpu().float() for name, ac in schedules.items()}
+    T = len(next(iter(schedules.values())))
+    if any(len(ac) != T for ac in schedules.values()):
+        raise ValueError("all schedules must have the same number of timesteps T to share one slider.")
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+    values = range(0, T, quick(step, T // 4))
+    frames = render_frames(lambda fig, t: draw_schedule_frame(fig, x0, t, schedules, noise), values,
+                           figsize=(3 * (len(schedules) + 1), 3.4))
+    return FrameSlider(frames, values)

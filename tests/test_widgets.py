@@ -44,3 +44,25 @@ def test_forward_slider_frames_are_the_noised_images_for_that_t():
 def test_forward_slider_rejects_unscaled_images():
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         forward_noising_slider(torch.full((2, 1, 8, 8), 255.0), ALPHAS_CUMPROD)
+
+
+def test_schedule_slider_shows_every_schedule_at_the_slider_t():
+    from ddpm_helpers.schedules import alphas_cumprod_from_betas, make_betas
+    from ddpm_helpers.widgets import draw_schedule_frame, schedule_comparison_slider
+
+    schedules = {name: alphas_cumprod_from_betas(make_betas(name, 1000)).float() for name in ("linear", "squaredcos_cap_v2")}
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand((1, 1, 8, 8), generator=g) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g)
+    slider = schedule_comparison_slider(x0, schedules, step=250, noise=noise)
+    t = slider.values[-1]
+    slider.slider.value = t
+    expected = render_frames(lambda fig, t: draw_schedule_frame(fig, x0, t, schedules, noise), [t], figsize=(9, 3.4))[0]
+    assert slider.image.value == expected
+
+
+def test_schedule_slider_needs_one_T():
+    from ddpm_helpers.widgets import schedule_comparison_slider
+
+    with pytest.raises(ValueError, match="same number of timesteps"):
+        schedule_comparison_slider(torch.zeros(1, 1, 8, 8), {"a": ALPHAS_CUMPROD, "b": ALPHAS_CUMPROD[:500]})
