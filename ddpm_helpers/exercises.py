@@ -155,3 +155,10 @@ def check_step(fn, scheduler, seed=0):
                               "Follow the numbered steps: alpha_bar_t, alpha_bar_prev; x0 (eq. 15); clip; "
                               "posterior mean (eq. 7); add sqrt(beta_tilde_t) * noise if t > 0.")
     return _report(True, "")
+
+
+def check_answer(answer, expected, hint):
+    """Compare a learner's answer (a number, a tuple, ...) with the expected value."""
+    expected = tuple(expected) if isinstance(expected, (list, torch.Size)) else expected
+    answer = tuple(answer) if isinstance(answer, (list, torch.Size)) else answer
+    return _report(answer == expected, f"expected something else than {answer!r}: {hint}")

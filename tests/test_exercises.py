@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ddpm_helpers.exercises import check_add_noise, check_q_sample, check_step
+from ddpm_helpers.exercises import check_add_noise, check_answer, check_q_sample, check_step
 from ddpm_helpers.scheduler import DDPMScheduler
 
 SCHEDULER = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
@@ -71,3 +71,9 @@ def test_step_exercise_accepts_a_correct_step(capsys):
 def test_step_exercise_names_the_mistake(kwargs, hint, capsys):
     assert check_step(lambda *args: _step(*args, **kwargs), SCHEDULER) is False
     assert hint in capsys.readouterr().out
+
+
+def test_check_answer_compares_shapes_and_gives_the_hint(capsys):
+    assert check_answer((2, 128, 16, 16), torch.Size([2, 128, 16, 16]), hint="h") is True
+    assert check_answer([2, 128, 8, 8], (2, 128, 16, 16), hint="halve twice") is False
+    assert "halve twice" in capsys.readouterr().out
