@@ -1,0 +1,173 @@
+"""The sampling loops: the same numbers as diffusers' loops and pipelines, seeded, no final noise."""
+
+import math
+
+import pytest
+import torch
+
+from ddpm_helpers.sampling import SampleStep, denoising_steps, sample
+from ddpm_helpers.scheduler import DDIMScheduler, DDPMScheduler
+from ddpm_helpers.unet import UNet
+
+SHAPE = (3, 1, 8, 8)
+
+
+def dummy_eps(x_t, t):
+    """A fixed, smooth stand-in for a trained noise predictor."""
+    return 0.5 * x_t * math.cos(float(t) / 100) + 0.1 * torch.sin(x_t)
+
+
+def tiny_unet(seed=0):
+    torch.manual_seed(seed)
+    return UNet(block_out_channels=(8, 16), norm_groups=4, attention_heads=2, image_size=8)
+
+
+def run(model, scheduler, n, seed=0, shape=SHAPE, **kwargs):
+    generator = torch.Generator().manual_seed(seed)
+    return list(denoising_steps(model, scheduler, shape, n, generator=generator, progress=False, **kwargs))
+
+
+def diffusers_loop(model, scheduler, n, seed=0, shape=SHAPE, **step_kwargs):
+    """The loop of diffusers' DDPMPipeline / DDIMPipeline, keeping every x_t and pred_x0."""
+    generator = torch.Generator().manual_seed(seed)
+    x_t = torch.randn(shape, generator=generator)
+    scheduler.set_timesteps(n or scheduler.config.num_train_timesteps)
+    xs, x0s = [x_t], []
+    for t in scheduler.timesteps:
+        with torch.no_grad():
+            out = scheduler.step(model(x_t, t), t, x_t, generator=generator, **step_kwargs)
+        x_t = out.prev_sample
+        xs.append(x_t)
+        x0s.append(out.pred_original_sample)
+    return scheduler.timesteps, xs, x0s
+
+
+CASES = [
+    ("DDPM all T steps", DDPMScheduler, "DDPMScheduler", dict(num_train_timesteps=100), None, {}),
+    ("DDPM cosine 50 steps", DDPMScheduler, "DDPMScheduler", dict(beta_schedule="squaredcos_cap_v2"), 50, {}),
+    ("DDIM eta=0 20 steps", DDIMScheduler, "DDIMScheduler", {}, 20, dict(eta=0.0)),
+    ("DDIM eta=1 20 steps", DDIMScheduler, "DDIMScheduler", {}, 20, dict(eta=1.0)),
+    ("DDIM eta=0.5 trailing", DDIMScheduler, "DDIMScheduler", dict(timestep_spacing="trailing"), 10, dict(eta=0.5)),
+]
+
+
+# (model, exact): a real UNet with diffusers given our schedule (bit-for-bit), the dummy both ways
+VARIANTS = [("unet", True), ("dummy", True), ("dummy", False)]
+
+
+@pytest.mark.parametrize("model_name, exact", VARIANTS,
+                         ids=["unet-same schedule", "dummy-same schedule", "dummy-stock"])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_every_step_matches_diffusers_loop(case, model_name, exact):
+    diffusers = pytest.importorskip("diffusers")
+    _, ours_cls, ref_name, kwargs, n, step_kwargs = case
+    ours, ref = ours_cls(**kwargs), getattr(diffusers, ref_name)(**kwargs)
+    if exact:  # only step() differs: our schedule is computed in float64, diffusers' in float32
+        ref.alphas_cumprod = ours.alphas_cumprod.clone()
+    model = dummy_eps if model_name == "dummy" else tiny_unet()
+    steps = run(model, ours, n, eta=step_kwargs.get("eta"))
+    timesteps, xs, x0s = diffusers_loop(model, ref, n, **step_kwargs)
+    assert [s.t for s in steps] == timesteps.tolist() + [-1]
+    # bit-for-bit with the same schedule; within the scheduler tests' tolerance otherwise
+    tol = dict(rtol=0, atol=0) if exact else dict(rtol=0, atol=1e-4 * max(1.0, xs[-1].abs().max().item()))
+    torch.testing.assert_close(torch.stack([s.x_t for s in steps]), torch.stack(xs), **tol)
+    torch.testing.assert_close(torch.stack([s.pred_x0 for s in steps[:-1]]), torch.stack(x0s), **tol)
+
+
+@pytest.mark.parametrize("kind", ["DDPM", "DDIM"])
+def test_sample_matches_diffusers_pipeline(kind):
+    """sample() on a diffusers UNet2DModel gives the images of DDPMPipeline / DDIMPipeline."""
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                                 layers_per_block=1, norm_num_groups=4,
+                                 down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"))
+    ours = (DDPMScheduler if kind == "DDPM" else DDIMScheduler)()
+    ref = getattr(diffusers, f"{kind}Scheduler")()
+    pipe = getattr(diffusers, f"{kind}Pipeline")(unet=unet, scheduler=ref)
+    pipe.scheduler.alphas_cumprod = ours.alphas_cumprod.clone()
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe(batch_size=2, generator=torch.Generator().manual_seed(3), num_inference_steps=10,
+                    output_type="pt").images * 2 - 1  # the pipeline returns [0, 1]
+    got = sample(unet, ours, 2, num_inference_steps=10, generator=torch.Generator().manual_seed(3), progress=False)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_states_start_from_seeded_noise_and_end_with_the_sample():
+    scheduler = DDPMScheduler()
+    steps = run(dummy_eps, scheduler, 25, seed=7)
+    assert len(steps) == 26 and all(isinstance(s, SampleStep) for s in steps)
+    torch.testing.assert_close(steps[0].x_t, torch.randn(SHAPE, generator=torch.Generator().manual_seed(7)))
+    assert steps[0].t == scheduler.timesteps[0] == 960
+    assert [s.t for s in steps] == sorted((s.t for s in steps), reverse=True)
+    assert steps[-1].t == -1 and steps[-1].pred_x0 is steps[-1].x_t
+
+
+@pytest.mark.parametrize("make", [DDPMScheduler, DDIMScheduler, lambda: DDIMScheduler(clip_sample=False)],
+                         ids=["DDPM", "DDIM", "DDIM no clip"])
+def test_final_step_adds_no_noise(make):
+    """The last step returns the last x_0 prediction itself (alpha_bar_prev = 1, sigma = 0), so
+    the result is the same whatever the generator would have drawn next."""
+    steps = run(dummy_eps, make(), 20, eta=None)
+    torch.testing.assert_close(steps[-1].x_t, steps[-2].pred_x0, rtol=0, atol=1e-6)
+    if make().config.clip_sample:
+        assert steps[-1].x_t.abs().max() <= 1.0
+
+
+def test_same_seed_same_samples_with_a_unet():
+    model = tiny_unet()
+    a, b, c = (sample(model, DDPMScheduler(), 4, 20, generator=torch.Generator().manual_seed(s), progress=False)
+               for s in (1, 1, 2))
+    assert a.shape == (4, 1, 8, 8)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert (a - c).abs().max() > 0.1
+
+
+def test_ddim_eta0_is_deterministic_given_x_T():
+    """With eta = 0 the generator is only used for x_T: the loop draws nothing else."""
+    generator = torch.Generator().manual_seed(0)
+    steps = list(denoising_steps(dummy_eps, DDIMScheduler(), SHAPE, 10, generator=generator, progress=False))
+    after = generator.get_state()
+    generator.manual_seed(0)
+    torch.randn(SHAPE, generator=generator)
+    assert torch.equal(after, generator.get_state())
+    assert torch.isfinite(steps[-1].x_t).all()
+
+
+def test_eval_mode_during_the_loop_and_restored_after():
+    model = tiny_unet().train()
+    modes = [model.training for _ in denoising_steps(model, DDPMScheduler(), SHAPE, 3, progress=False)]
+    assert modes == [False] * 4 and model.training
+
+
+def test_progress_bar(capsys):
+    list(denoising_steps(dummy_eps, DDPMScheduler(), SHAPE, 3, progress=True))
+    assert "sampling" in capsys.readouterr().err
+    list(denoising_steps(dummy_eps, DDPMScheduler(), SHAPE, 3, progress=False))
+    assert capsys.readouterr().err == ""
+
+
+def test_bad_arguments_fail_when_called():
+    with pytest.raises(ValueError, match="num_inference_steps=2000"):
+        denoising_steps(dummy_eps, DDPMScheduler(), SHAPE, 2000)  # no iteration needed
+    with pytest.raises(ValueError, match="eta"):
+        denoising_steps(dummy_eps, DDPMScheduler(), SHAPE, 10, eta=0.5)
+    with pytest.raises(ValueError, match="eta must be in"):
+        next(denoising_steps(dummy_eps, DDIMScheduler(), SHAPE, 10, eta=2.0))
+    with pytest.raises(ValueError, match="num_images"):
+        sample(tiny_unet(), DDPMScheduler(), 0)
+    with pytest.raises(TypeError, match="model.config"):
+        sample(dummy_eps, DDPMScheduler(), 2)
+
+
+def test_mixed_precision_returns_fp32_samples():
+    """bf16 autocast (where the hardware has it) changes the numbers a little, not the dtype or range."""
+    model = tiny_unet()
+    fp32 = sample(model, DDIMScheduler(), 2, 5, generator=torch.Generator().manual_seed(0), progress=False)
+    mixed = sample(model, DDIMScheduler(), 2, 5, generator=torch.Generator().manual_seed(0), progress=False,
+                   mixed_precision=True)
+    assert mixed.dtype == torch.float32 and mixed.shape == fp32.shape
+    assert mixed.abs().max() <= 1.0
+    # measured on a bf16 CPU: mean |diff| ~0.01, max ~0.14 of the [-1, 1] range; why fp32 is the default
+    assert (mixed - fp32).abs().mean() < 0.05 and (mixed - fp32).abs().max() < 0.5
