@@ -108,3 +108,46 @@ def show_sequence(frames, labels=None, title=None, ax=None, clip=True):
     if title is not None:
         ax.set_title(title)
     return ax
+
+
+def plot_losses(history, axes=None):
+    """Two panels from a training run (``training.TrainState``): the loss per step with its
+    smoothed curve (log scale), and the recent mean loss in each range of t. Returns the axes."""
+    from .training import smooth
+
+    losses, by_t = list(history.losses), list(history.loss_by_timestep)
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    curve, buckets = axes
+    curve.plot(losses, alpha=0.3, lw=0.8, label="loss per step")
+    curve.plot(smooth(losses), lw=1.5, label="smoothed")
+    curve.set(xlabel="step", ylabel="MSE(eps_pred, eps)", yscale="log", title="training loss")
+    curve.legend()
+    T = history.scheduler.num_train_timesteps
+    width = T / len(by_t)
+    buckets.bar([width * (i + 0.5) for i in range(len(by_t))], by_t, width=width * 0.9)
+    buckets.set(xlabel="timestep t", ylabel="mean loss (recent steps)", title="loss by timestep")
+    return axes
+
+
+class LiveLossPlot:
+    """A training callback that redraws ``plot_losses`` in place in a notebook:
+    ``train(model, dataset, config, callbacks=[LiveLossPlot()])``."""
+
+    def __init__(self):
+        self.figure = self.axes = self.handle = None
+
+    def __call__(self, state):
+        from IPython.display import display
+
+        if self.figure is None:
+            self.figure, self.axes = plt.subplots(1, 2, figsize=(10, 3.5))
+            plt.close(self.figure)  # shown through the display handle only, not again at cell end
+        for ax in self.axes:
+            ax.clear()
+        plot_losses(state, self.axes)
+        self.figure.tight_layout()
+        if self.handle is None:
+            self.handle = display(self.figure, display_id=True)
+        else:
+            self.handle.update(self.figure)

@@ -1,0 +1,316 @@
+"""The training loop: exact resume, EMA, checkpoints, the doctor, and the CLI end to end."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+
+from ddpm_helpers import checkpoints
+from ddpm_helpers.__main__ import main
+from ddpm_helpers.data import DigitsDataset
+from ddpm_helpers.training import (EMA, TrainConfig, TrainingDoctor, TrainingWarning, batch_indices,
+                                   export_weights, load_checkpoint, load_model, load_pretrained,
+                                   save_checkpoint, smooth, train)
+from ddpm_helpers.unet import UNet
+
+FAST = dict(batch_size=8, warmup_steps=4, log_every=4, checkpoint_every_s=None, bf16=False)
+
+
+def tiny_unet(**overrides):
+    return UNet(image_size=16, block_out_channels=(8, 16), norm_groups=4, attention_heads=2, **overrides)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return DigitsDataset(n=256, image_size=16)
+
+
+@pytest.fixture(scope="module")
+def trained(digits, tmp_path_factory):
+    """A 6-step run of a tiny UNet with its checkpoint: (state, checkpoint path)."""
+    path = tmp_path_factory.mktemp("run") / "checkpoint.pt"
+    torch.manual_seed(0)
+    state = train(tiny_unet(), digits, TrainConfig(num_steps=6, **FAST), checkpoint_path=path, progress=False)
+    return state, path
+
+
+# ---- determinism and exact resume ----
+
+def test_batch_indices_are_epoch_permutations():
+    epoch = torch.cat([batch_indices(40, 8, seed=0, step=s) for s in range(5)])
+    assert sorted(epoch.tolist()) == list(range(40))  # each image once per epoch
+    assert torch.equal(batch_indices(40, 8, 0, 7), batch_indices(40, 8, 0, 7))
+    assert not torch.equal(batch_indices(40, 8, 0, 5), batch_indices(40, 8, 0, 0))  # a new order per epoch
+
+
+def test_resume_after_a_kill_gives_the_same_weights(tmp_path):
+    data = DigitsDataset(n=40, image_size=16)  # 5 steps per epoch: the run crosses epochs
+    config = TrainConfig(num_steps=12, seed=3, **{**FAST, "log_every": 1, "checkpoint_every": 5})
+
+    def fresh_model(init_seed):  # dropout > 0: its randomness must be replayed too
+        torch.manual_seed(init_seed)
+        return tiny_unet(dropout=0.1)
+
+    straight = train(fresh_model(0), data, config, progress=False)
+
+    def kill_at_step_8(state):
+        if state.step == 8:
+            raise RuntimeError("killed")
+
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(RuntimeError, match="killed"):
+        train(fresh_model(0), data, config, checkpoint_path=path, callbacks=[kill_at_step_8], progress=False)
+    assert load_checkpoint(path)["step"] == 5  # the last checkpoint before the kill
+    resumed = train(fresh_model(123), data, config, checkpoint_path=path, progress=False)
+
+    assert resumed.step == straight.step == 12
+    assert resumed.losses == straight.losses
+    for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b), name
+    for name, a in straight.ema.shadow.items():
+        assert torch.equal(a, resumed.ema.shadow[name]), name
+
+
+def test_ctrl_c_finishes_the_step_saves_and_returns(digits, tmp_path):
+    def press_ctrl_c(state):
+        if state.step == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    path = tmp_path / "checkpoint.pt"
+    config = TrainConfig(num_steps=50, **{**FAST, "log_every": 2})
+    state = train(tiny_unet(), digits, config, checkpoint_path=path, callbacks=[press_ctrl_c], progress=False)
+    assert state.interrupted and 4 <= state.step <= 5
+    assert load_checkpoint(path)["step"] == state.step
+
+
+def test_config_that_never_stops_is_refused():
+    with pytest.raises(ValueError, match="never stops"):
+        TrainConfig(num_steps=None)
+
+
+# ---- EMA ----
+
+def test_ema_update_is_decay_times_ema_plus_rest_times_param():
+    model = torch.nn.Linear(3, 2)
+    ema = EMA(model, decay=0.9, warmup=False)
+    before = {k: v.clone() for k, v in ema.shadow.items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update(model)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(ema.shadow[name], 0.9 * before[name] + 0.1 * p.detach())
+    target = torch.nn.Linear(3, 2)
+    ema.copy_to(target)
+    torch.testing.assert_close(target.weight, ema.shadow["weight"])
+
+
+def test_ema_decay_warms_up():
+    ema = EMA(torch.nn.Linear(1, 1), decay=0.999)
+    assert ema.current_decay() == pytest.approx(0.1)  # (1 + 0) / (10 + 0): follow the weights at first
+    ema.num_updates = 10**6
+    assert ema.current_decay() == 0.999
+
+
+# ---- checkpoints ----
+
+def test_checkpoint_is_written_atomically(trained, tmp_path, monkeypatch):
+    state, _ = trained
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, state)
+    assert os.listdir(tmp_path) == ["checkpoint.pt"]  # no temp file left behind
+
+    def save_half_then_fail(obj, f):
+        with open(f, "wb") as handle:
+            handle.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full")
+
+    state.step += 1
+    monkeypatch.setattr(checkpoints.torch, "save", save_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, state)
+    state.step -= 1
+    assert os.listdir(tmp_path) == ["checkpoint.pt"]
+    assert load_checkpoint(path)["step"] == 6  # the previous checkpoint, intact
+
+
+def test_checkpoint_holds_only_plain_data(trained):
+    _, path = trained
+    checkpoint = torch.load(path, weights_only=True)  # raises if anything needs unpickling code
+    assert checkpoint["step"] == 6 and len(checkpoint["losses"]) == 6
+    assert checkpoint["model_config"]["block_out_channels"] == [8, 16]
+    assert checkpoint["scheduler_config"]["beta_schedule"] == "squaredcos_cap_v2"
+
+
+class NotATensor:
+    pass
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": checkpoints.FORMAT, "payload": NotATensor()}, path)
+    with pytest.raises(ValueError, match="refusing"):
+        load_checkpoint(path)
+
+
+def test_truncated_checkpoint_says_corrupt(trained, tmp_path):
+    _, path = trained
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        load_checkpoint(truncated)
+
+
+def test_missing_checkpoint_names_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m ddpm_helpers train"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_mismatched_model_config_names_the_field(trained):
+    _, path = trained
+    with pytest.raises(ValueError, match=r"block_out_channels=\[8, 16\].*UNet\(\*\*"):
+        load_checkpoint(path, model=UNet(image_size=16, block_out_channels=(8, 32), norm_groups=4,
+                                         attention_heads=2))
+
+
+def test_load_model_gives_the_ema_weights(trained):
+    state, path = trained
+    model, scheduler_config = load_model(path)
+    assert not model.training
+    for name, p in model.named_parameters():
+        assert torch.equal(p, state.ema.shadow[name]), name
+    assert scheduler_config["num_train_timesteps"] == 1000
+
+
+def test_export_and_load_pretrained_round_trip(trained, tmp_path, monkeypatch):
+    state, path = trained
+    out = export_weights(path, tmp_path / "weights.safetensors", dtype="fp32")
+    model, scheduler_config = load_pretrained(out)
+    for name, p in model.named_parameters():
+        assert torch.equal(p, state.ema.shadow[name]), name
+    assert scheduler_config["beta_schedule"] == "squaredcos_cap_v2"
+    out.write_bytes(out.read_bytes()[:100])
+    with pytest.raises(ValueError, match="corrupt"):
+        load_pretrained(out)
+    monkeypatch.setattr(checkpoints, "PRETRAINED_PATH", tmp_path / "missing.safetensors")
+    with pytest.raises(FileNotFoundError, match="python -m ddpm_helpers export"):
+        load_pretrained()
+
+
+# ---- the doctor ----
+
+class ConstantModel(torch.nn.Module):
+    """Predicts ``value`` everywhere, ignoring x_t and t (with one unused weight for AdamW)."""
+
+    def __init__(self, value, grow=0.0):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.value, self.grow = value, grow
+
+    def forward(self, x, t):
+        self.value += self.grow
+        return torch.full_like(x, self.value) + 0 * self.weight
+
+
+def run_fake(model, digits, steps=40):
+    config = TrainConfig(num_steps=steps, **{**FAST, "log_every": 10})
+    return train(model, digits, config, doctor=TrainingDoctor(stuck_after=20, window=10), progress=False)
+
+
+def test_doctor_flags_loss_stuck_at_one(digits):
+    with pytest.warns(TrainingWarning, match="predicting zeros"):
+        state = run_fake(ConstantModel(0.0), digits)
+    assert state.smoothed_loss == pytest.approx(1.0, abs=0.15)  # E[eps^2] = 1
+
+
+def test_doctor_flags_loss_not_falling(digits):
+    with pytest.warns(TrainingWarning, match="not falling"):
+        run_fake(ConstantModel(1.0, grow=0.01), digits)  # loss 1 + value^2, rising
+
+
+def test_doctor_stops_on_nan(digits):
+    with pytest.raises(FloatingPointError, match="learning rate"):
+        run_fake(ConstantModel(float("nan")), digits)
+
+
+def test_doctor_rejects_images_outside_minus_one_one():
+    images = DigitsDataset(n=16, image_size=16)
+    images.images = (images.images + 1) * 127.5  # [0, 255]
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        train(tiny_unet(), images, TrainConfig(num_steps=1, **FAST), progress=False)
+
+
+# ---- it learns ----
+
+def test_loss_falls_and_low_t_is_hardest():
+    torch.manual_seed(0)
+    data = DigitsDataset(n=512, image_size=16)
+    config = TrainConfig(num_steps=80, batch_size=16, learning_rate=2e-3, warmup_steps=10, bf16=False)
+    state = train(tiny_unet(), data, config, progress=False)
+    assert state.images_seen == 80 * 16
+    start, end = sum(state.losses[:10]) / 10, smooth(state.losses)[-1]
+    assert end < 0.5 * start, (start, end)
+    by_t = state.loss_by_timestep
+    assert len(by_t) == 10 and by_t[0] > by_t[-1]  # eps is hardest to see when little was added
+
+
+def test_time_budget_stops_early(digits):
+    config = TrainConfig(num_steps=None, time_budget_s=0.5, **FAST)
+    state = train(tiny_unet(), digits, config, progress=False)
+    assert state.step >= 1 and 0.5 <= state.elapsed < 10
+
+
+# ---- plots ----
+
+def test_plot_losses_and_live_plot_show_the_history(trained):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from ddpm_helpers.plotting import LiveLossPlot, plot_losses
+
+    state, _ = trained
+    curve, buckets = plot_losses(state)
+    assert list(curve.lines[0].get_ydata()) == state.losses
+    assert [bar.get_height() for bar in buckets.patches] == pytest.approx(state.loss_by_timestep, nan_ok=True)
+    InteractiveShell.instance()  # display() as in a notebook
+    live = LiveLossPlot()
+    with capture_output() as captured:
+        live(state)
+        live(state)  # the second call updates the same display instead of adding a figure
+    first, second = captured.outputs
+    assert not first.update and first.transient["display_id"]
+    assert second.update and second.transient == first.transient  # same display_id: redrawn in place
+    assert live.handle is not None and len(live.axes[0].lines) == 2
+
+
+# ---- the command line ----
+
+def test_cli_trains_exports_and_loads(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "DDPM_QUICK": "1"}
+
+    def cli(*args):
+        result = subprocess.run([sys.executable, "-m", "ddpm_helpers", *args], env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    cli("train", "--steps", "3", "--channels", "16,32", "--out", str(out))
+    for name in ("checkpoint.pt", "loss.png", "samples.png", "train_log.json"):
+        assert (out / name).is_file(), name
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["step"] == 3 and log["images_seen"] == 3 * log["config"]["batch_size"]
+    assert {"platform", "cpu_count", "torch", "device", "dtype"} <= set(log["machine"])
+
+    weights = tmp_path / "digits_unet.safetensors"
+    assert main(["export", str(out / "checkpoint.pt"), str(weights)]) == 0  # in-process: saves a start-up
+    model, _ = load_pretrained(weights)
+    ema_model, _ = load_model(out / "checkpoint.pt")
+    for (name, a), b in zip(model.named_parameters(), ema_model.parameters()):
+        assert torch.equal(a, b), name
