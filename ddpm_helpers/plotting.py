@@ -48,12 +48,11 @@ def _grid_to_numpy(grid, channels):
 
 def _imshow(ax, array):
     """Show an [0, 1] array with fixed limits (never auto-rescaled) and no ticks."""
-    if array.ndim == 2:
-        ax.imshow(array, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-    else:
-        ax.imshow(array, vmin=0.0, vmax=1.0, interpolation="nearest")
+    cmap = "gray" if array.ndim == 2 else None
+    image = ax.imshow(array, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
+    return image
 
 
 def image_to_numpy(x):
@@ -151,3 +150,29 @@ class LiveLossPlot:
             self.handle = display(self.figure, display_id=True)
         else:
             self.handle.update(self.figure)
+
+
+def animate_states(states, index=0, every=1, interval=80):
+    """A matplotlib animation of one image's trajectory through a sampling run: x_t (left)
+    and the predicted x0 (right) for image ``index`` of each ``SampleStep`` in ``states``.
+    Show it in a notebook with ``IPython.display.HTML(animation.to_jshtml())``."""
+    from matplotlib import animation
+
+    states = list(states)
+    states = states[::every] + ([states[-1]] if (len(states) - 1) % every else [])
+    fig, (ax_x, ax_x0) = plt.subplots(1, 2, figsize=(4, 2.3))
+    images = [_imshow(ax_x, image_to_numpy(states[0].x_t[index].clamp(-1, 1))),
+              _imshow(ax_x0, image_to_numpy(states[0].pred_x0[index].clamp(-1, 1)))]
+    ax_x.set_title("x_t", fontsize=9)
+    ax_x0.set_title("predicted x0", fontsize=9)
+    label = fig.suptitle("", fontsize=9)
+    plt.close(fig)  # shown through the animation only
+
+    def update(i):
+        state = states[i]
+        images[0].set_data(image_to_numpy(state.x_t[index].clamp(-1, 1)))
+        images[1].set_data(image_to_numpy(state.pred_x0[index].clamp(-1, 1)))
+        label.set_text("finished" if state.t < 0 else f"t = {state.t}")
+        return [*images, label]
+
+    return animation.FuncAnimation(fig, update, frames=len(states), interval=interval, blit=False)

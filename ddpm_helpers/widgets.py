@@ -148,3 +148,27 @@ def schedule_comparison_slider(x0, schedules, step=10, noise=None, generator=Non
     frames = render_frames(lambda fig, t: draw_schedule_frame(fig, x0, t, schedules, noise), values,
                            figsize=(3 * (len(schedules) + 1), 3.4))
     return FrameSlider(frames, values)
+
+
+def draw_reverse_frame(fig, state, index, num_states, nrow):
+    """One frame of lesson 5: the sample x_t and the model's predicted x0, side by side."""
+    ax_x, ax_x0 = fig.subplots(1, 2)
+    label = "pure noise x_T" if index == 0 else ("finished sample" if state.t < 0 else f"t = {state.t}")
+    show_images(state.x_t, nrow=nrow, ax=ax_x)
+    ax_x.set_title(f"x_t  (state {index}/{num_states - 1}: {label})", fontsize=9)
+    show_images(state.pred_x0, nrow=nrow, ax=ax_x0)
+    ax_x0.set_title("predicted x0 from this x_t", fontsize=9)
+    fig.tight_layout()
+
+
+def reverse_process_slider(states, every=1):
+    """A slider over the states of a sampling run (``sampling.denoising_steps``): x_t and the
+    predicted x0 for the whole batch. ``every`` keeps every n-th state (and always the last)."""
+    states = list(states)
+    indices = list(range(0, len(states) - 1, every)) + [len(states) - 1]
+    if len(indices) > 2 and indices[-1] - indices[-2] != every:  # keep the slider evenly spaced
+        indices = list(range(0, len(states), every))
+    nrow = int(np.ceil(np.sqrt(len(states[0].x_t))))
+    frames = render_frames(lambda fig, i: draw_reverse_frame(fig, states[i], i, len(states), nrow), indices,
+                           figsize=(8, 4.2))
+    return FrameSlider(frames, indices, description="state")

@@ -66,3 +66,34 @@ def test_schedule_slider_needs_one_T():
 
     with pytest.raises(ValueError, match="same number of timesteps"):
         schedule_comparison_slider(torch.zeros(1, 1, 8, 8), {"a": ALPHAS_CUMPROD, "b": ALPHAS_CUMPROD[:500]})
+
+
+def _fake_states(n_states=11, batch=4):
+    from ddpm_helpers.sampling import SampleStep
+
+    g = torch.Generator().manual_seed(0)
+    return [SampleStep(t=100 * (n_states - 2 - i) if i < n_states - 1 else -1,
+                       x_t=torch.randn(batch, 1, 8, 8, generator=g), pred_x0=torch.rand(batch, 1, 8, 8, generator=g) * 2 - 1)
+            for i in range(n_states)]
+
+
+def test_reverse_slider_shows_x_t_and_pred_x0_of_the_chosen_state():
+    from ddpm_helpers.widgets import draw_reverse_frame, reverse_process_slider
+
+    states = _fake_states()
+    slider = reverse_process_slider(states, every=5)
+    assert slider.values == [0, 5, 10]  # evenly spaced, first (x_T) and last (the result) included
+    slider.slider.value = 5
+    expected = render_frames(lambda fig, i: draw_reverse_frame(fig, states[i], i, len(states), 2), [5], figsize=(8, 4.2))[0]
+    assert slider.image.value == expected
+
+
+def test_animation_has_one_frame_per_kept_state():
+    from ddpm_helpers.plotting import animate_states
+
+    states = _fake_states()
+    animation = animate_states(states, index=1, every=3)
+    frames = list(animation.new_frame_seq())
+    assert len(frames) == 5  # states 0, 3, 6, 9 and the final state 10
+    html = animation.to_jshtml()  # renders every frame, as the notebook does
+    assert html.count("data:image/png;base64") == 5
