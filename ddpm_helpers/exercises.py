@@ -162,3 +162,65 @@ def check_answer(answer, expected, hint):
     expected = tuple(expected) if isinstance(expected, (list, torch.Size)) else expected
     answer = tuple(answer) if isinstance(answer, (list, torch.Size)) else answer
     return _report(answer == expected, f"expected something else than {answer!r}: {hint}")
+
+
+def check_ema_update(fn, seed=0):
+    """Check ``fn(ema_param, param, decay) -> new ema_param``: ema <- decay * ema + (1 - decay) * param."""
+    generator = torch.Generator().manual_seed(seed)
+    ema, param = torch.randn(5, generator=generator), torch.randn(5, generator=generator)
+    result, hint = _call(fn, ema.clone(), param.clone(), 0.9)
+    if hint:
+        return _report(False, hint)
+    if torch.allclose(result, 0.9 * ema + 0.1 * param):
+        return _report(True, "")
+    if torch.allclose(result, 0.1 * ema + 0.9 * param):
+        return _report(False, "the weights are swapped: the average keeps `decay` (0.9) of its old value "
+                              "and takes only 1 - decay of the new parameters, so it moves slowly.")
+    if torch.allclose(result, param):
+        return _report(False, "that returns the parameters themselves; the EMA must remember its own past value.")
+    return _report(False, "compute decay * ema_param + (1 - decay) * param.")
+
+
+def _sampling_mistakes(model, scheduler, shape, seed):
+    """The final samples of classic wrong loops, each with the hint that fixes it."""
+    def loop(carry_x0=False, step_generator=True):
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.randn(shape, generator=generator)
+        for t in scheduler.timesteps:
+            with torch.no_grad():
+                out = scheduler.step(model(x, t), t, x, generator=generator if step_generator else None)
+            x = out.pred_original_sample if carry_x0 else out.prev_sample
+        return x
+
+    return [
+        (loop(carry_x0=True), "carry `.prev_sample` from one step to the next; `.pred_original_sample` is "
+                              "only the model's current guess of x0."),
+        (loop(step_generator=False), "pass generator=generator to scheduler.step too, so its noise is reproducible."),
+    ]
+
+
+def check_sampling_loop(fn, model, scheduler, num_inference_steps=10, seed=0):
+    """Check ``fn(model, scheduler, shape, generator) -> samples`` against ``sampling.denoising_steps``,
+    with ``num_inference_steps`` set on a copy of ``scheduler`` and the same seed."""
+    from .sampling import denoising_steps
+
+    shape = (4, model.config.in_channels, model.config.image_size, model.config.image_size)
+    fresh = lambda: type(scheduler).from_config(scheduler.config)  # noqa: E731
+    *_, last = denoising_steps(model, fresh(), shape, num_inference_steps,
+                               generator=torch.Generator().manual_seed(seed), progress=False)
+    mine = fresh()
+    mine.set_timesteps(num_inference_steps)
+    result, hint = _call(fn, model, mine, shape, torch.Generator().manual_seed(seed))
+    if hint:
+        return _report(False, hint)
+    if result.shape != last.x_t.shape:
+        return _report(False, f"return the final samples, shape {shape}, not {tuple(result.shape)}.")
+    if torch.allclose(result, last.x_t, atol=1e-4):
+        return _report(True, "")
+    mine.set_timesteps(num_inference_steps)
+    for wrong, wrong_hint in _sampling_mistakes(model, mine, shape, seed):
+        if torch.allclose(result, wrong, atol=1e-4):
+            return _report(False, wrong_hint)
+    return _report(False, "start from x = torch.randn(shape, generator=generator); loop `for t in "
+                          "scheduler.timesteps`; predict the noise with model(x, t); then x = scheduler.step("
+                          "noise_pred, t, x, generator=generator).prev_sample.")

@@ -77,3 +77,39 @@ def test_check_answer_compares_shapes_and_gives_the_hint(capsys):
     assert check_answer((2, 128, 16, 16), torch.Size([2, 128, 16, 16]), hint="h") is True
     assert check_answer([2, 128, 8, 8], (2, 128, 16, 16), hint="halve twice") is False
     assert "halve twice" in capsys.readouterr().out
+
+
+def test_ema_exercise_accepts_the_update_and_names_the_swap(capsys):
+    from ddpm_helpers.exercises import check_ema_update
+    from ddpm_helpers.training import EMA
+
+    assert check_ema_update(lambda ema, p, d: d * ema + (1 - d) * p) is True
+    assert check_ema_update(lambda ema, p, d: (1 - d) * ema + d * p) is False
+    assert "swapped" in capsys.readouterr().out
+    # the package's EMA (without warm-up) does the same update
+    model = torch.nn.Linear(2, 1)
+    ema = EMA(model, decay=0.9, warmup=False)
+    old = {k: v.clone() for k, v in ema.shadow.items()}
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)
+    torch.testing.assert_close(ema.shadow["weight"], 0.9 * old["weight"] + 0.1 * model.weight.detach())
+
+
+def _loop(model, scheduler, shape, generator, carry="prev_sample"):
+    x = torch.randn(shape, generator=generator)
+    for t in scheduler.timesteps:
+        with torch.no_grad():
+            x = getattr(scheduler.step(model(x, t), t, x, generator=generator), carry)
+    return x
+
+
+def test_sampling_loop_exercise(capsys):
+    from ddpm_helpers.exercises import check_sampling_loop
+    from ddpm_helpers.unet import UNet
+
+    torch.manual_seed(0)
+    model = UNet(block_out_channels=(8, 16), norm_groups=8, image_size=8).eval()
+    assert check_sampling_loop(_loop, model, SCHEDULER, num_inference_steps=5) is True
+    assert check_sampling_loop(lambda *a: _loop(*a, carry="pred_original_sample"), model, SCHEDULER, 5) is False
+    assert "prev_sample" in capsys.readouterr().out
