@@ -18,6 +18,7 @@ For the options they support, both classes give the same numbers as diffusers (t
 tests/test_scheduler_vs_diffusers.py).
 """
 
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -84,8 +85,13 @@ class _Scheduler:
 
     @classmethod
     def from_config(cls, config):
-        """A new scheduler with the arguments in ``config`` (keys starting with "_" are skipped)."""
-        return cls(**{key: value for key, value in config.items() if not key.startswith("_")})
+        """A new scheduler with the arguments in ``config``. Keys starting with "_" and the options
+        of the course's other scheduler are skipped, so ``DDIMScheduler.from_config(ddpm.config)``
+        works; any other unknown option (e.g. diffusers' ``thresholding``) raises a TypeError."""
+        own = set(inspect.signature(cls.__init__).parameters)
+        siblings = {name for sub in _Scheduler.__subclasses__() for name in inspect.signature(sub.__init__).parameters}
+        return cls(**{key: value for key, value in config.items()
+                      if not key.startswith("_") and (key in own or key not in siblings)})
 
     def add_noise(self, original_samples, noise, timesteps):
         """Sample x_t ~ q(x_t | x_0) in closed form: sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps.

@@ -250,3 +250,12 @@ def test_add_noise_bad_arguments():
         scheduler.add_noise(x0, randn(*SHAPE), torch.tensor([1, 2, 3]))
     with pytest.raises(TypeError, match="must be integers"):
         scheduler.add_noise(x0, randn(*SHAPE), torch.tensor([0.5, 1.0]))
+
+
+def test_ddim_from_a_ddpm_config_keeps_the_shared_options():
+    from ddpm_helpers.scheduler import DDIMScheduler, DDPMScheduler
+
+    ddpm = DDPMScheduler(num_train_timesteps=500, beta_schedule="squaredcos_cap_v2", clip_sample=False)
+    ddim = DDIMScheduler.from_config(ddpm.config)  # DDPM's variance_type is not a DDIM option
+    assert (ddim.config.num_train_timesteps, ddim.config.beta_schedule, ddim.config.clip_sample) == (500, "squaredcos_cap_v2", False)
+    torch.testing.assert_close(ddim.alphas_cumprod, ddpm.alphas_cumprod)
