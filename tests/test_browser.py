@@ -280,7 +280,8 @@ def test_slider_moves_the_picture_in_jupyterlab(lab, browser_context, notebook, 
 
     page = browser_context.new_page()
     try:
-        page.goto(f"{lab['base']}/lab/tree/notebooks/{notebook}?token={lab['token']}")
+        # a workspace of its own per notebook: no other notebook's (hidden) tab holds matching elements
+        page.goto(f"{lab['base']}/lab/workspaces/{stem}/tree/notebooks/{notebook}?reset&token={lab['token']}")
         page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").first.wait_for()
         _wait_for_kernel(lab, notebook)
         page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=120_000)
