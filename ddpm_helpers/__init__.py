@@ -6,6 +6,7 @@ One module per lesson concept, in lesson order; each imports only from the ones 
     noising     q(x_t | x_0): one step at a time (eq. 2) and in closed form (eq. 4)
     schedules   beta schedules, alphas_cumprod, signal-to-noise ratio
     scheduler   DDPMScheduler and DDIMScheduler with diffusers' names and numbers
+    dpm_solver  DPMSolverMultistepScheduler: DPM-Solver++, good samples in 10-20 steps
     unet        the noise-prediction network
     training    the training loop, EMA, checkpoints
     sampling    sampling loops written as generators

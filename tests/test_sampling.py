@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from ddpm_helpers.dpm_solver import DPMSolverMultistepScheduler
 from ddpm_helpers.sampling import SampleStep, denoising_steps, sample
 from ddpm_helpers.scheduler import DDIMScheduler, DDPMScheduler
 from ddpm_helpers.unet import UNet
@@ -93,6 +94,40 @@ def test_sample_matches_diffusers_pipeline(kind):
     got = sample(unet, ours, 2, num_inference_steps=10, generator=torch.Generator().manual_seed(3), progress=False)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
+
+
+def test_sample_in_batches_matches_diffusers_dpm_solver():
+    """sample() with DPM-Solver++(2M) SDE, in batches of 2 from one generator, gives the images of
+    diffusers' scheduler in the same loop, batch after batch."""
+    diffusers = pytest.importorskip("diffusers")
+    model = tiny_unet()
+    common = dict(beta_schedule="squaredcos_cap_v2", algorithm_type="sde-dpmsolver++")
+    got = sample(model, DPMSolverMultistepScheduler(**common), 3, 10, generator=torch.Generator().manual_seed(0),
+                 progress=False, batch_size=2)
+    ref = diffusers.DPMSolverMultistepScheduler(**common, thresholding=True, sample_max_value=1.0)
+    generator, batches = torch.Generator().manual_seed(0), []
+    for size in (2, 1):
+        x_t = torch.randn((size, 1, 8, 8), generator=generator)
+        ref.set_timesteps(10)
+        for t in ref.timesteps:
+            with torch.no_grad():
+                x_t = ref.step(model(x_t, t), t, x_t, generator=generator).prev_sample
+        batches.append(x_t)
+    torch.testing.assert_close(got, torch.cat(batches), rtol=0, atol=1e-5)
+
+
+def test_sample_in_batches_equals_one_loop_per_batch():
+    model = tiny_unet()
+    got = sample(model, DDPMScheduler(), 5, 10, generator=torch.Generator().manual_seed(4), progress=False,
+                 batch_size=2)
+    generator = torch.Generator().manual_seed(4)
+    expected = [list(denoising_steps(model, DDPMScheduler(), (size, 1, 8, 8), 10, generator=generator,
+                                     progress=False))[-1].x_t for size in (2, 2, 1)]
+    assert torch.equal(got, torch.cat(expected))
+    one_batch = sample(model, DDPMScheduler(), 5, 10, generator=torch.Generator().manual_seed(4), progress=False)
+    assert one_batch.shape == got.shape and not torch.equal(one_batch, got)  # other draws, same seed
+    with pytest.raises(ValueError, match="batch_size"):
+        sample(model, DDPMScheduler(), 5, batch_size=0)
 
 def test_states_start_from_seeded_noise_and_end_with_the_sample():
     scheduler = DDPMScheduler()

@@ -15,6 +15,7 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
+from ddpm_helpers.dpm_solver import DPMSolverMultistepScheduler  # noqa: E402
 from ddpm_helpers.scheduler import DDIMScheduler, DDPMScheduler  # noqa: E402
 from ddpm_helpers.schedules import BETA_SCHEDULES  # noqa: E402
 
@@ -177,3 +178,30 @@ def test_config_round_trips_through_diffusers():
     for key, value in ours.config.items():
         assert ref.config[key] == value
     torch.testing.assert_close(ours.betas, ref.betas, rtol=1e-6, atol=1e-7)
+
+
+# DPM-Solver++: diffusers clips x_0 through thresholding=True, sample_max_value=1.0 (its
+# dynamic threshold is then a plain clamp to [-1, 1]); ours calls that clip_sample=True.
+DPM_CASES = [(sched, order, algorithm, clip, n)
+             for sched in BETA_SCHEDULES for order in (1, 2) for algorithm in ("dpmsolver++", "sde-dpmsolver++")
+             for clip in (True, False) for n in (1, 2, 10, 20)]
+
+
+@pytest.mark.parametrize("sched, order, algorithm, clip, n", DPM_CASES)
+def test_dpm_solver_loop_matches_diffusers(sched, order, algorithm, clip, n):
+    common = dict(beta_schedule=sched, solver_order=order, algorithm_type=algorithm)
+    ours = DPMSolverMultistepScheduler(**common, clip_sample=clip)
+    ref = diffusers.DPMSolverMultistepScheduler(**common, thresholding=clip, sample_max_value=1.0)
+    a, b = sample_loop(ours, n), sample_loop(ref, n)
+    assert torch.isfinite(a).all()
+    assert_loops_match(a, b)
+
+
+@pytest.mark.parametrize("T", [1000, 100, 50])
+def test_dpm_solver_timesteps_match(T):
+    for n in list(range(1, min(61, T))) + [T // 3, T // 2, T - 1]:
+        ours, ref = DPMSolverMultistepScheduler(T), diffusers.DPMSolverMultistepScheduler(num_train_timesteps=T)
+        ours.set_timesteps(n)
+        ref.set_timesteps(n)
+        assert torch.equal(ours.timesteps, ref.timesteps), (T, n)
+
