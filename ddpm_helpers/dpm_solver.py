@@ -92,9 +92,7 @@ class DPMSolverMultistepScheduler(_Scheduler):
         model_output: eps_pred, shaped like ``sample`` (x_t). timestep: the next one in ``self.timesteps``.
         The solver remembers the previous x_0 prediction, so one scheduler runs one loop at a time.
         """
-        if self.num_inference_steps is None:
-            raise ValueError("Number of inference steps is 'None', you need to run 'set_timesteps' after "
-                             "creating the scheduler: call scheduler.set_timesteps(num_inference_steps) first.")
+        self._check_timesteps_set()
         t = self._check_step_args(model_output, timestep, sample)
         i = self._next_index(t)
         x_t = sample

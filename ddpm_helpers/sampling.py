@@ -122,12 +122,13 @@ def sample(model, scheduler, num_images, num_inference_steps=50, generator=None,
         raise TypeError("sample() reads the image shape from model.config (in_channels, image_size); for a model "
                         "without one, iterate denoising_steps(model, scheduler, shape=(N, C, H, W)).")
     size = getattr(config, "image_size", None) or config.sample_size  # ours, or diffusers' name
-    batches = []
-    with tqdm(total=num_images, desc="images", disable=not progress or num_images <= batch_size) as bar:
+    batches, one_batch = [], num_images <= batch_size
+    # one bar: over the steps for a single batch, over the images for several
+    with tqdm(total=num_images, desc="images", disable=not progress or one_batch) as bar:
         for start in range(0, num_images, batch_size):
             shape = (min(batch_size, num_images - start), config.in_channels, size, size)
             for step in denoising_steps(model, scheduler, shape, num_inference_steps, generator, device, eta,
-                                        progress and num_images <= batch_size, mixed_precision):
+                                        progress and one_batch, mixed_precision):
                 pass
             batches.append(step.x_t)
             bar.update(len(step.x_t))

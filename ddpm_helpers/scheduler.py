@@ -129,6 +129,12 @@ class _Scheduler:
             raise ValueError(f"num_inference_steps={num_inference_steps} must be between 1 and "
                              f"num_train_timesteps={T}: the model only knows {T} noise levels.")
 
+    def _check_timesteps_set(self):
+        """For samplers that only run on the timesteps ``set_timesteps`` picks (DDIM, DPM-Solver++)."""
+        if self.num_inference_steps is None:
+            raise ValueError("Number of inference steps is 'None', you need to run 'set_timesteps' after "
+                             "creating the scheduler: call scheduler.set_timesteps(num_inference_steps) first.")
+
     def _check_step_args(self, model_output, timestep, sample):
         """Return ``timestep`` as an int after checking it and the shapes."""
         if model_output.shape != sample.shape:
@@ -271,9 +277,7 @@ class DDIMScheduler(_Scheduler):
         eta in [0, 1] scales the noise: 0 is deterministic DDIM, 1 matches DDPM's variance.
         Returns ``SchedulerOutput(prev_sample, pred_original_sample)`` (a tuple if ``return_dict=False``).
         """
-        if self.num_inference_steps is None:
-            raise ValueError("Number of inference steps is 'None', you need to run 'set_timesteps' after "
-                             "creating the scheduler: call scheduler.set_timesteps(num_inference_steps) first.")
+        self._check_timesteps_set()
         if not 0 <= eta <= 1:
             raise ValueError(f"eta must be in [0, 1] (0: DDIM, 1: DDPM-like noise), got {eta}.")
         t = self._check_step_args(model_output, timestep, sample)
