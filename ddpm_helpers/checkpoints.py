@@ -11,13 +11,12 @@ file with the configs as JSON metadata; ``load_pretrained`` rebuilds the model f
 """
 
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from ._io import atomic_write
 from .config import default_device
 from .unet import UNet, UNetConfig
 
@@ -45,25 +44,6 @@ def portable_scheduler_config(scheduler):
     return {key: _plain(scheduler.config[key]) for key in keys}
 
 
-def _atomic_write(path, write):
-    """Call ``write(temp_path)``, then rename the temp file onto ``path``: readers see the old
-    file or the new one, never half of one, even if the write is interrupted."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_checkpoint(path, state):
     """Write a resumable checkpoint of ``state`` (a TrainState) to ``path``, atomically."""
     checkpoint = {
@@ -74,7 +54,7 @@ def save_checkpoint(path, state):
         "train_config": _plain(asdict(state.config)), "model_config": _model_config(state.model),
         "scheduler_config": portable_scheduler_config(state.scheduler),
     }
-    _atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+    atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
 def _missing(path):
@@ -147,7 +127,7 @@ def export_weights(checkpoint_path, out_path, dtype="auto"):
     metadata = {"model_config": json.dumps(checkpoint["model_config"]),
                 "scheduler_config": json.dumps(checkpoint["scheduler_config"]),
                 "step": str(checkpoint["step"]), "images_seen": str(checkpoint["images_seen"])}
-    _atomic_write(out_path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(out_path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return Path(out_path)
 
 

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._io import atomic_write
 from .data import DigitsDataset, render_digits
 
 WEIGHTS_PATH = Path(__file__).parent / "weights" / "digits_classifier.safetensors"
@@ -93,12 +94,8 @@ def save_classifier(classifier, path=WEIGHTS_PATH):
     """Write the weights as fp32 safetensors, atomically (temp file, then rename)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.float().contiguous() for k, v in classifier.state_dict().items()}, str(tmp))
-    tmp.chmod(0o644)  # readable by everyone, like the rest of the package
-    tmp.replace(path)
+    tensors = {k: v.float().contiguous() for k, v in classifier.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp))
 
 
 def load_classifier(path=WEIGHTS_PATH):
