@@ -20,7 +20,9 @@ The rules of ``from_config(config, **overrides)``, in order:
    one of ours), that class's own default is not a request either: DDPM's "leading"
    ``timestep_spacing`` is skipped by DPM-Solver++, which spaces its steps "linspace".
    ``thresholding=True`` with ``sample_max_value=1.0`` clips x_0 to [-1, 1]: that is our
-   ``clip_sample=True`` and becomes it.
+   ``clip_sample=True`` and becomes it. diffusers' DPM-Solver++ has no ``clip_sample`` and clips
+   only by thresholding, so its configs (``thresholding`` without ``clip_sample``) give ours
+   ``clip_sample=False`` unless they threshold.
 4. Options of the sibling schedulers (DDPM's ``variance_type`` given to DDIM, DPM-Solver's
    ``solver_order`` given to DDPM, ...) do not apply: skipped silently at their default, with a
    ``UserWarning`` naming them otherwise, since this sampler will not do what they ask.
@@ -126,6 +128,7 @@ class ConfigMixin:
 
     # options of diffusers' class of the same name that this class lacks -> the values that mean what it does
     _diffusers_only = {}
+    _diffusers_has_no_clip_sample = False  # True where diffusers' namesake clips x_0 only by thresholding
 
     @classmethod
     def _own_options(cls):
@@ -165,6 +168,8 @@ class ConfigMixin:
             cls._refuse_unless("sample_max_value", options.get("sample_max_value", 1.0), (1.0,),
                                "with thresholding=True, where dynamic thresholding clips x_0 to [-1, 1]")
             kwargs.update(clip_sample=True, clip_sample_range=1.0)
+        elif cls._diffusers_has_no_clip_sample and "thresholding" in config and "clip_sample" not in options:
+            kwargs["clip_sample"] = False  # a config of diffusers' class, which does not clip x_0
         if ignored:
             listed = ", ".join(f"{k}={v!r}" for k, v in ignored.items())
             warnings.warn(f"{cls.__name__}.from_config ignores {listed}: options of another scheduler, which "

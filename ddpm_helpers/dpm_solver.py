@@ -41,6 +41,7 @@ class DPMSolverMultistepScheduler(_Scheduler):
     thresholding=True, sample_max_value=1.0)`` to get our numbers.
     """
 
+    _diffusers_has_no_clip_sample = True
     # diffusers' options that it has and this class lacks -> the values that mean what this class does
     # (lower_order_final and euler_at_final only change a final step that is first order here anyway;
     # variance_type matters only for models that predict a variance)

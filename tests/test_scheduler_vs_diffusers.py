@@ -253,7 +253,9 @@ def test_diffusers_reads_our_config_and_we_read_theirs(ours_cls, ref_cls, kwargs
     back = ours_cls.from_config(theirs.config)  # every diffusers option at a value we support
     assert back.config == ours.config
     fresh = ours_cls.from_config(ref_cls(**kwargs).config)  # a config diffusers made itself
-    assert fresh.config == ours.config
+    # diffusers' DPM-Solver++ has no clip_sample and does not clip x_0: neither does ours built from its config
+    no_clip = {"clip_sample": False} if ours_cls is DPMSolverMultistepScheduler else {}
+    assert fresh.config == {**ours.config, **no_clip}
     torch.testing.assert_close(fresh.alphas_cumprod, theirs.alphas_cumprod, rtol=0, atol=1e-6)
 
 
@@ -264,6 +266,10 @@ def test_diffusers_dpm_solver_with_thresholding_gives_our_numbers():
     assert_loops_match(sample_loop(ours, 10), sample_loop(ref, 10))
     again = DPMSolverMultistepScheduler.from_config(ref.config)  # and back: thresholding at 1 is clip_sample
     assert again.config == ours.config
+    plain = diffusers.DPMSolverMultistepScheduler(beta_schedule="squaredcos_cap_v2")  # no clipping in diffusers
+    unclipped = DPMSolverMultistepScheduler.from_config(plain.config)
+    assert unclipped.config.clip_sample is False
+    assert_loops_match(sample_loop(unclipped, 10), sample_loop(plain, 10))
 
 
 def test_switching_samplers_with_from_config_like_diffusers():
