@@ -159,7 +159,8 @@ def denoising_steps(model, scheduler, shape, num_inference_steps=None, generator
     _check_scheduler(scheduler)
     if not isinstance(shape, (tuple, list, torch.Size)) or len(shape) != 4:
         raise TypeError(f"shape must be (B, C, H, W), e.g. (16, 1, 32, 32); got {shape!r}.")
-    shape = tuple(_checks.positive_int(n, "shape") for n in shape)
+    shape = tuple(_checks.positive_int(n, f"shape={tuple(shape)!r}: every size", hint="e.g. (16, 1, 32, 32)")
+                  for n in shape)
     device = _sampling_device(model, device)
     step_kwargs = {}
     if "eta" in inspect.signature(scheduler.step).parameters:

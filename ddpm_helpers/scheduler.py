@@ -132,11 +132,12 @@ class _Scheduler(ConfigMixin):
     def _check_step(self, model_output, timestep, sample):
         """step()'s arguments checked; returns the timestep as an int."""
         _checks.float_tensor(sample, "sample")
-        _checks.float_tensor(model_output, "model_output", hint="the model's noise prediction must be finite")
+        _checks.float_tensor(model_output, "model_output")
         if model_output.shape != sample.shape:
             raise ValueError(f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} must have "
                              "the same shape: the model predicts one noise value per pixel of the sample.")
-        t = _checks.timesteps(timestep, self.num_train_timesteps, name="timestep")
+        t = _checks.timesteps(timestep, self.num_train_timesteps, name="timestep",
+                              hint="take it from scheduler.timesteps: for t in scheduler.timesteps: ...")
         if t.numel() != 1:
             raise ValueError(f"timestep must be one timestep, got {t.numel()} of them; step() takes one at a time: "
                              "loop over scheduler.timesteps.")

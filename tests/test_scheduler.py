@@ -359,3 +359,8 @@ def test_another_samplers_default_spacing_is_not_a_request():
         with pytest.raises(ValueError, match="does not support timestep_spacing="):
             DPMSolverMultistepScheduler.from_config(config)
     assert DDIMScheduler().config._class_name == "DDIMScheduler"
+
+
+def test_options_after_beta_schedule_are_keyword_only():
+    with pytest.raises(TypeError):
+        DDPMScheduler(1000, 1e-4, 0.02, "linear", False)
