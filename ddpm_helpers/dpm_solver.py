@@ -37,8 +37,9 @@ class DPMSolverMultistepScheduler(_Scheduler):
 
     Keep ``clip_sample=True`` for pixel models: with the cosine schedule, alpha at the first
     step is tiny and an unclipped x_0 prediction can throw the whole sample off. diffusers'
-    DPMSolverMultistepScheduler has no ``clip_sample``: build it with ``from_config(ours.config,
-    thresholding=True, sample_max_value=1.0)`` to get our numbers.
+    DPMSolverMultistepScheduler has no ``clip_sample`` (and does not clip by default): for our
+    numbers build it as ``diffusers.DPMSolverMultistepScheduler.from_config(ours.config,
+    thresholding=True, sample_max_value=1.0)``; built from one of its configs, ours does not clip.
     """
 
     _diffusers_has_no_clip_sample = True
