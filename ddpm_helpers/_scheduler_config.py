@@ -142,15 +142,30 @@ class ConfigMixin:
         if not isinstance(config, dict):
             raise TypeError(f"config must be a dict of scheduler options such as scheduler.config, got "
                             f"{type(config).__name__}; to read a folder use {cls.__name__}.from_pretrained(folder).")
+        # 1. what the config asks for: not private keys, not diffusers' filled-in defaults
         defaulted = set(config.get("_use_default_values", ()))
         options = {k: v for k, v in config.items() if not str(k).startswith("_") and k not in defaulted}
         source = getattr(config, "_class_name", None) or config.get("_class_name")
         if source not in (None, cls.__name__):  # another sampler's defaults are not requests to this one
-            options = {k: v for k, v in options.items() if not (k in cls._diffusers_only and
-                                                                _is_one_of(v, OPTION_DEFAULTS.get(k, ())))}
+            options = {k: v for k, v in options.items()
+                       if not (k in cls._diffusers_only and _is_one_of(v, OPTION_DEFAULTS.get(k, ())))}
         options.update(overrides)
+        # 2.-5. our options, diffusers' that we lack, siblings', unknown ones
+        kwargs = cls._own_and_checked(options)
+        # diffusers' thresholding: a clip to [-1, 1] at sample_max_value=1; DPM-Solver's only clip there
+        cls._refuse_unless("thresholding", options.get("thresholding", False), (False, True))
+        if options.get("thresholding", False):
+            cls._refuse_unless("sample_max_value", options.get("sample_max_value", 1.0), (1.0,),
+                               "with thresholding=True, where dynamic thresholding clips x_0 to [-1, 1]")
+            kwargs.update(clip_sample=True, clip_sample_range=1.0)
+        elif cls._diffusers_has_no_clip_sample and "thresholding" in config and "clip_sample" not in config:
+            kwargs.setdefault("clip_sample", False)  # a config of diffusers' class, which does not clip x_0
+        return cls(**kwargs)
+
+    @classmethod
+    def _own_and_checked(cls, options):
+        """The constructor arguments among ``options``; refuses or warns about the others (rules 3-5)."""
         own = cls._own_options()
-        kwargs = {name: value for name, value in options.items() if name in own}
         ignored = {}
         for name, value in options.items():
             if name in own or name in THRESHOLDING:
@@ -163,18 +178,11 @@ class ConfigMixin:
             else:
                 raise TypeError(f"{cls.__name__}.from_config got the unknown option {name!r}; {cls.__name__} "
                                 f"takes {', '.join(own)} (and diffusers' DDPM, DDIM and DPM-Solver++ options).")
-        cls._refuse_unless("thresholding", options.get("thresholding", False), (False, True))
-        if options.get("thresholding", False):
-            cls._refuse_unless("sample_max_value", options.get("sample_max_value", 1.0), (1.0,),
-                               "with thresholding=True, where dynamic thresholding clips x_0 to [-1, 1]")
-            kwargs.update(clip_sample=True, clip_sample_range=1.0)
-        elif cls._diffusers_has_no_clip_sample and "thresholding" in config and "clip_sample" not in options:
-            kwargs["clip_sample"] = False  # a config of diffusers' class, which does not clip x_0
         if ignored:
             listed = ", ".join(f"{k}={v!r}" for k, v in ignored.items())
             warnings.warn(f"{cls.__name__}.from_config ignores {listed}: options of another scheduler, which "
-                          f"{cls.__name__} does not have, so it will not do what they ask.", UserWarning, stacklevel=2)
-        return cls(**kwargs)
+                          f"{cls.__name__} does not have, so it will not do what they ask.", UserWarning, stacklevel=3)
+        return {name: value for name, value in options.items() if name in own}
 
     @classmethod
     def _refuse_unless(cls, name, value, allowed, where=""):

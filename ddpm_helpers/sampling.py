@@ -93,7 +93,8 @@ def _check_labels(model, class_labels, guidance_scale, batch_size):
     allowed = f"labels 0..{null - 1} are classes and {null} means 'no label'"
     if isinstance(class_labels, torch.Tensor) and class_labels.ndim > 0:
         if class_labels.is_floating_point() or class_labels.is_complex() or class_labels.dtype == torch.bool:
-            raise TypeError(f"class_labels must hold integers ({allowed}), got dtype {class_labels.dtype}; use .long().")
+            raise TypeError(f"class_labels must hold integers ({allowed}), got dtype {class_labels.dtype}; "
+                            "use .long().")
         if class_labels.shape != (batch_size,):
             raise ValueError(f"class_labels must be one int or a tensor of shape ({batch_size},), one label per "
                              f"image; got shape {tuple(class_labels.shape)}.")
@@ -107,7 +108,7 @@ def _check_labels(model, class_labels, guidance_scale, batch_size):
 
 
 def _predict_noise(model, x_t, t, labels, null, w, mixed_precision, device):
-    """eps_pred for x_t at t as float32, without gradients; for our UNet, diffusers' models or any function.
+    """eps_pred for x_t at t in x_t's dtype, without gradients; for our UNet, diffusers' models or any function.
 
     With labels and a guidance scale w, both predictions of Ho & Salimans 2022 come from one batched
     forward pass, and eps_pred = eps(x_t, null) + w (eps(x_t, y) - eps(x_t, null)).

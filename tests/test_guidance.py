@@ -36,7 +36,8 @@ class StandIn(torch.nn.Module):
 
     def forward(self, sample, timestep, class_labels=None, return_dict=True):
         self.batch_sizes.append(len(sample))
-        eps = 0.5 * sample * torch.cos(torch.as_tensor(timestep, dtype=sample.dtype) / 300) + self.label_images[class_labels]
+        t = torch.as_tensor(timestep, dtype=sample.dtype)
+        eps = 0.5 * sample * torch.cos(t / 300) + self.label_images[class_labels]
         return SimpleNamespace(sample=eps) if return_dict else (eps,)
 
 
@@ -171,7 +172,8 @@ def test_guided_loop_on_diffusers_unet_matches_a_hand_written_loop(sampler):
     (dict(class_labels=torch.tensor([1, 2, 11, 3])), ValueError, r"class_labels must be in \[0, 10\]"),
     (dict(class_labels=torch.tensor([1.0, 2.0, 3.0, 4.0])), TypeError, "class_labels must hold integers"),
     (dict(class_labels=2.0), TypeError, "class_labels must be an int"),
-    (dict(class_labels=torch.tensor([1, 2, 3])), ValueError, r"class_labels must be one int or a tensor of shape \(4,\)"),
+    (dict(class_labels=torch.tensor([1, 2, 3])), ValueError,
+     r"class_labels must be one int or a tensor of shape \(4,\)"),
     (dict(guidance_scale=3.0), ValueError, "guidance_scale=3.0 needs class_labels"),
     (dict(class_labels=3, guidance_scale=-1.0), ValueError, "guidance_scale must be >= 0"),
     (dict(class_labels=3, guidance_scale=float("nan")), ValueError, "guidance_scale must be a finite number"),

@@ -217,7 +217,8 @@ def test_config_attribute_and_mapping_access():
     assert scheduler.num_train_timesteps == scheduler.config.num_train_timesteps == 100
     assert scheduler.config["beta_schedule"] == "squaredcos_cap_v2"
     assert isinstance(scheduler.config, SchedulerConfig) and isinstance(scheduler.config, dict)
-    assert dict(scheduler.config)["clip_sample"] is True and json.loads(json.dumps(scheduler.config))["num_train_timesteps"] == 100
+    assert dict(scheduler.config)["clip_sample"] is True
+    assert json.loads(json.dumps(scheduler.config))["num_train_timesteps"] == 100
     with pytest.raises(AttributeError, match="read-only"):
         scheduler.config.num_train_timesteps = 5
     for mutate in (lambda c: c.__setitem__("clip_sample", False), lambda c: c.update(clip_sample=False),
@@ -278,7 +279,8 @@ def test_from_config_diffusers_options_at_their_defaults_are_accepted():
 
 
 @pytest.mark.parametrize("option, value, named", [
-    ("trained_betas", [0.1, 0.2], "trained_betas=[0.1, 0.2]"), ("rescale_betas_zero_snr", True, "rescale_betas_zero_snr=True"),
+    ("trained_betas", [0.1, 0.2], "trained_betas=[0.1, 0.2]"),
+    ("rescale_betas_zero_snr", True, "rescale_betas_zero_snr=True"),
     ("timestep_spacing", "trailing", "timestep_spacing='trailing'"), ("steps_offset", 1, "steps_offset=1"),
     ("thresholding", True, "sample_max_value=2.0; it supports sample_max_value=1.0 with thresholding=True")])
 def test_from_config_refuses_unsupported_values_by_name(option, value, named):
@@ -324,7 +326,8 @@ def test_from_config_unknown_option_is_a_type_error():
 def test_ddim_from_a_ddpm_config_keeps_the_shared_options():
     ddpm = DDPMScheduler(num_train_timesteps=500, beta_schedule="squaredcos_cap_v2", clip_sample=False)
     ddim = DDIMScheduler.from_config(ddpm.config)  # DDPM's variance_type is not a DDIM option
-    assert (ddim.config.num_train_timesteps, ddim.config.beta_schedule, ddim.config.clip_sample) == (500, "squaredcos_cap_v2", False)
+    assert ddim.config.num_train_timesteps == 500 and ddim.config.beta_schedule == "squaredcos_cap_v2"
+    assert ddim.config.clip_sample is False
     torch.testing.assert_close(ddim.alphas_cumprod, ddpm.alphas_cumprod)
 
 

@@ -270,6 +270,10 @@ def test_diffusers_dpm_solver_with_thresholding_gives_our_numbers():
     unclipped = DPMSolverMultistepScheduler.from_config(plain.config)
     assert unclipped.config.clip_sample is False
     assert_loops_match(sample_loop(unclipped, 10), sample_loop(plain, 10))
+    # a DDPM config says clip_sample (True by default), ours or diffusers': DPM-Solver++ keeps it
+    for ddpm in (DDPMScheduler(), diffusers.DDPMScheduler()):
+        assert DPMSolverMultistepScheduler.from_config(ddpm.config).config.clip_sample is True
+    assert DPMSolverMultistepScheduler.from_config(plain.config, clip_sample=True).config.clip_sample is True
 
 
 def test_switching_samplers_with_from_config_like_diffusers():
