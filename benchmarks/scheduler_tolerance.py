@@ -46,7 +46,8 @@ def main():
         relative = diff / max(1.0, ref.abs().max().item())
         print(f"{case[0]:<56} {diff:>12.2e} {relative:>10.2e} {cases.max_abs_diff(exact_ours, exact_ref):>11.1e}")
     generator = torch.Generator().manual_seed(0)
-    x0, noise = torch.randn((64, 3, 8, 8), generator=generator), torch.randn((64, 3, 8, 8), generator=generator)
+    x0 = torch.rand((64, 3, 8, 8), generator=generator) * 2 - 1  # images in [-1, 1], as add_noise requires
+    noise = torch.randn((64, 3, 8, 8), generator=generator)
     timesteps = torch.randint(0, 1000, (64,), generator=generator)
     print()
     for schedule in BETA_SCHEDULES:

@@ -25,7 +25,9 @@ import math
 
 import torch
 
-from .scheduler import SchedulerOutput, _randn, _Scheduler
+from . import _checks
+from ._scheduler_config import ANY
+from .scheduler import SchedulerOutput, _Scheduler, randn_tensor
 
 ALGORITHMS = ("dpmsolver++", "sde-dpmsolver++")
 
@@ -34,16 +36,30 @@ class DPMSolverMultistepScheduler(_Scheduler):
     """DPM-Solver++ of order 1 or 2 (2M: multistep), deterministic or with noise (SDE).
 
     Keep ``clip_sample=True`` for pixel models: with the cosine schedule, alpha at the first
-    step is tiny and an unclipped x_0 prediction can throw the whole sample off.
+    step is tiny and an unclipped x_0 prediction can throw the whole sample off. diffusers'
+    DPMSolverMultistepScheduler has no ``clip_sample`` (and does not clip by default): for our
+    numbers build it as ``diffusers.DPMSolverMultistepScheduler.from_config(ours.config,
+    thresholding=True, sample_max_value=1.0)``; built from one of its configs, ours does not clip.
     """
+
+    _diffusers_has_no_clip_sample = True
+    # diffusers' options that it has and this class lacks -> the values that mean what this class does
+    # (lower_order_final and euler_at_final only change a final step that is first order here anyway;
+    # variance_type matters only for models that predict a variance)
+    _diffusers_only = {
+        "trained_betas": (None,), "rescale_betas_zero_snr": (False,), "timestep_spacing": ("linspace",),
+        "steps_offset": (0,), "solver_type": ("midpoint",), "lower_order_final": ANY, "euler_at_final": ANY,
+        "use_karras_sigmas": (False,), "use_exponential_sigmas": (False,), "use_beta_sigmas": (False,),
+        "use_lu_lambdas": (False,), "use_flow_sigmas": (False,), "flow_shift": ANY, "final_sigmas_type": ("zero",),
+        "lambda_min_clipped": (-math.inf,), "use_dynamic_shifting": (False,), "time_shift_type": ANY,
+        "variance_type": (None, "fixed_small", "fixed_large", "fixed_small_log", "fixed_large_log"),
+    }
 
     def __init__(self, num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear", *,
                  solver_order=2, algorithm_type="dpmsolver++", clip_sample=True, clip_sample_range=1.0,
                  prediction_type="epsilon"):
-        if solver_order not in (1, 2):
-            raise ValueError(f"solver_order={solver_order!r} is not supported; use 2 (DPM-Solver++(2M)) or 1 (DDIM).")
-        if algorithm_type not in ALGORITHMS:
-            raise ValueError(f"algorithm_type={algorithm_type!r} is not supported; use one of {ALGORITHMS}.")
+        _checks.integer(solver_order, "solver_order", 1, 2, hint="2 is DPM-Solver++(2M), 1 is DDIM")
+        _checks.one_of(algorithm_type, "algorithm_type", ALGORITHMS)
         self._setup(dict(num_train_timesteps=num_train_timesteps, beta_start=beta_start, beta_end=beta_end,
                          beta_schedule=beta_schedule, solver_order=solver_order, algorithm_type=algorithm_type,
                          clip_sample=clip_sample, clip_sample_range=clip_sample_range,
@@ -56,30 +72,31 @@ class DPMSolverMultistepScheduler(_Scheduler):
         self._step_index = None  # where the loop is in self.timesteps
         self._x0_prev = None  # the previous step's x_0 prediction
 
-    def set_timesteps(self, num_inference_steps, device=None):
-        """``num_inference_steps`` timesteps evenly spaced from T-1 down to about T/n ("linspace")."""
-        self._check_num_inference_steps(num_inference_steps)
-        T, n = self.num_train_timesteps, num_inference_steps
-        if n >= T:
+    def set_timesteps(self, num_inference_steps=None, device=None, timesteps=None):
+        """``num_inference_steps`` timesteps evenly spaced from T-1 down to about T/n ("linspace"), or
+        your own ``timesteps``, strictly decreasing in [0, T), as in diffusers."""
+        T, n = self.num_train_timesteps, self._check_set_timesteps(num_inference_steps, timesteps)
+        if n is None:
+            timesteps = self._check_custom_timesteps(timesteps)
+        elif n >= T:
             # T - 1 gaps between 0 and T - 1: more steps would repeat a timestep, a step of size 0
             raise ValueError(f"num_inference_steps={n}: DPM-Solver++ takes at most {T - 1} steps here; it is "
                              f"made for 10-50. For all {T} steps use DDPMScheduler.")
-        # k (T - 1) / n for k = n, ..., 1, rounded half to even (computed as numpy.linspace does, so ties
-        # such as 499.5 round as in diffusers)
-        points = torch.arange(n, 0, -1, dtype=torch.float64) * ((T - 1) / n)
-        points[0] = T - 1
-        self.timesteps = points.round().to(torch.int64).to(device)
-        self.num_inference_steps = n
+        else:
+            # k (T - 1) / n for k = n, ..., 1, rounded half to even (computed as numpy.linspace does, so
+            # ties such as 499.5 round as in diffusers)
+            points = torch.arange(n, 0, -1, dtype=torch.float64) * ((T - 1) / n)
+            points[0] = T - 1
+            timesteps = points.round().to(torch.int64)
+        self.timesteps = timesteps.to(device)
+        self.num_inference_steps = len(timesteps)
         self._step_index = None  # a multistep solver starts over: no previous x_0 yet
         self._x0_prev = None
 
     def _next_index(self, t):
         """The position of ``t`` in ``self.timesteps``; steps must come in order."""
         if self._step_index is None:
-            matches = (self.timesteps.cpu() == t).nonzero()
-            if len(matches) == 0:
-                raise ValueError(f"timestep {t} is not in scheduler.timesteps; loop over scheduler.timesteps.")
-            self._step_index = int(matches[0])
+            self._step_index = self._index_of(t)
         expected = int(self.timesteps[self._step_index]) if self._step_index < len(self.timesteps) else None
         if t != expected:
             raise ValueError(f"got timestep {t}, expected {expected}: a multistep solver must step through "
@@ -93,13 +110,13 @@ class DPMSolverMultistepScheduler(_Scheduler):
         The solver remembers the previous x_0 prediction, so one scheduler runs one loop at a time.
         """
         self._check_timesteps_set()
-        t = self._check_step_args(model_output, timestep, sample)
+        t = self._check_step(model_output, timestep, sample)
         i = self._next_index(t)
         x_t = sample
         x0_pred = self._predict_x0(model_output, x_t, self.alphas_cumprod[t])
         sde = self.config.algorithm_type == "sde-dpmsolver++"
         # drawn at every step, the last included, so the generator advances as in diffusers
-        noise = _randn(model_output, generator) if sde else None
+        noise = randn_tensor(model_output.shape, generator, model_output.device, model_output.dtype) if sde else None
 
         if i == len(self.timesteps) - 1:
             # the last step goes to clean data (sigma = 0, alpha = 1): x_0 itself

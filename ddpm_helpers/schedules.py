@@ -14,36 +14,33 @@ import math
 
 import torch
 
+from . import _checks
+
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 
-def _check_num_train_timesteps(num_train_timesteps):
-    if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int):
-        raise TypeError(f"num_train_timesteps must be an int, got {type(num_train_timesteps).__name__}.")
-    if num_train_timesteps < 1:
-        raise ValueError(f"num_train_timesteps must be >= 1, got {num_train_timesteps}.")
-
-
-def _check_beta_range(beta_start, beta_end):
-    if not 0 < beta_start < beta_end < 1:
-        raise ValueError(
-            f"Need 0 < beta_start < beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}. "
-            "Ho et al. 2020 use beta_start=1e-4, beta_end=0.02."
-        )
+def _check_linear(num_train_timesteps, beta_start, beta_end):
+    """T as an int and the two betas as floats, with 0 < beta_start < beta_end < 1."""
+    T = _checks.positive_int(num_train_timesteps, "num_train_timesteps", hint="Ho et al. 2020 use 1000")
+    need = "need 0 < beta_start < beta_end < 1; Ho et al. 2020 use beta_start=1e-4, beta_end=0.02"
+    beta_start = _checks.real(beta_start, "beta_start", 0, 1, low_open=True, high_open=True, hint=need)
+    beta_end = _checks.real(beta_end, "beta_end", 0, 1, low_open=True, high_open=True, hint=need)
+    if not beta_start < beta_end:
+        raise ValueError(f"beta_end={beta_end:g} must be greater than beta_start={beta_start:g}: the noise grows "
+                         f"with t; {need}.")
+    return T, beta_start, beta_end
 
 
 def linear_betas(num_train_timesteps, beta_start=1e-4, beta_end=0.02):
     """Betas evenly spaced from ``beta_start`` to ``beta_end``; shape (T,), float64."""
-    _check_num_train_timesteps(num_train_timesteps)
-    _check_beta_range(beta_start, beta_end)
+    num_train_timesteps, beta_start, beta_end = _check_linear(num_train_timesteps, beta_start, beta_end)
     # Ho et al. 2020, sec. 4: "linearly from beta_1 = 1e-4 to beta_T = 0.02"
     return torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
 
 
 def scaled_linear_betas(num_train_timesteps, beta_start=1e-4, beta_end=0.02):
     """Square roots evenly spaced, then squared (Stable Diffusion's schedule); shape (T,), float64."""
-    _check_num_train_timesteps(num_train_timesteps)
-    _check_beta_range(beta_start, beta_end)
+    num_train_timesteps, beta_start, beta_end = _check_linear(num_train_timesteps, beta_start, beta_end)
     # Rombach et al. 2022 (latent diffusion), as in diffusers' "scaled_linear"
     sqrt_betas = torch.linspace(math.sqrt(beta_start), math.sqrt(beta_end), num_train_timesteps, dtype=torch.float64)
     return sqrt_betas**2
@@ -61,10 +58,8 @@ def cosine_betas(num_train_timesteps, max_beta=0.999):
     beta_t is chosen so that alpha_bar_t follows the cos^2 curve; near t = T the curve reaches
     0 and the ratio blows up, so betas are capped at ``max_beta``.
     """
-    _check_num_train_timesteps(num_train_timesteps)
-    if not 0 < max_beta <= 1:
-        raise ValueError(f"max_beta must be in (0, 1], got {max_beta}.")
-    T = num_train_timesteps
+    T = _checks.positive_int(num_train_timesteps, "num_train_timesteps", hint="Ho et al. 2020 use 1000")
+    max_beta = _checks.real(max_beta, "max_beta", 0, 1, low_open=True, hint="Nichol & Dhariwal use 0.999")
     # Nichol & Dhariwal 2021, sec. 3.2: beta_t = min(1 - alpha_bar(t+1) / alpha_bar(t), 0.999)
     betas = [min(1 - cosine_alpha_bar((t + 1) / T) / cosine_alpha_bar(t / T), max_beta) for t in range(T)]
     return torch.tensor(betas, dtype=torch.float64)
@@ -75,13 +70,13 @@ def make_betas(beta_schedule, num_train_timesteps, beta_start=1e-4, beta_end=0.0
 
     ``beta_start`` and ``beta_end`` are used by the linear schedules only.
     """
+    _checks.one_of(beta_schedule, "beta_schedule", BETA_SCHEDULES,
+                   hint="'squaredcos_cap_v2' is the cosine schedule of Nichol & Dhariwal 2021")
     if beta_schedule == "linear":
         return linear_betas(num_train_timesteps, beta_start, beta_end)
     if beta_schedule == "scaled_linear":
         return scaled_linear_betas(num_train_timesteps, beta_start, beta_end)
-    if beta_schedule == "squaredcos_cap_v2":
-        return cosine_betas(num_train_timesteps)
-    raise ValueError(f"Unknown beta_schedule {beta_schedule!r}; choose one of {', '.join(map(repr, BETA_SCHEDULES))}.")
+    return cosine_betas(num_train_timesteps)
 
 
 def alphas_cumprod_from_betas(betas):

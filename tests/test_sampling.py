@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ddpm_helpers.dpm_solver import DPMSolverMultistepScheduler
-from ddpm_helpers.sampling import SampleStep, denoising_steps, sample
+from ddpm_helpers.sampling import SampleStep, default_num_inference_steps, denoising_steps, sample
 from ddpm_helpers.scheduler import DDIMScheduler, DDPMScheduler
 from ddpm_helpers.unet import UNet
 
@@ -184,16 +184,33 @@ def test_progress_bar(capsys):
 
 
 def test_bad_arguments_fail_when_called():
-    with pytest.raises(ValueError, match="num_inference_steps=2000"):
-        denoising_steps(dummy_eps, DDPMScheduler(), SHAPE, 2000)  # no iteration needed
-    with pytest.raises(ValueError, match="eta"):
+    """Before any iteration: denoising_steps checks everything when it is called
+    (tests/test_bad_inputs_sched.py has the full list)."""
+    with pytest.raises(ValueError, match=r"num_inference_steps must be in \[1, 1000\], got 2000"):
+        denoising_steps(dummy_eps, DDPMScheduler(), SHAPE, 2000)
+    with pytest.raises(ValueError, match="eta=0.5 only applies to DDIMScheduler"):
         denoising_steps(dummy_eps, DDPMScheduler(), SHAPE, 10, eta=0.5)
-    with pytest.raises(ValueError, match="eta must be in"):
-        next(denoising_steps(dummy_eps, DDIMScheduler(), SHAPE, 10, eta=2.0))
-    with pytest.raises(ValueError, match="num_images"):
-        sample(tiny_unet(), DDPMScheduler(), 0)
-    with pytest.raises(TypeError, match="model.config"):
-        sample(dummy_eps, DDPMScheduler(), 2)
+    with pytest.raises(ValueError, match=r"eta must be in \[0, 1\]"):
+        denoising_steps(dummy_eps, DDIMScheduler(), SHAPE, 10, eta=2.0)
+    with pytest.raises(TypeError, match="scheduler must be a scheduler object.*DDIMScheduler.from_config"):
+        sample(tiny_unet(), "ddim", 2)  # issue 11: was an AttributeError
+
+
+def test_none_steps_mean_each_samplers_usual_count():
+    """num_inference_steps=None: DDPM all T steps (DDPMPipeline), DDIM 50, DPM-Solver++ 20, in both
+    denoising_steps and sample (issue 11: sample() used to run 50 DDPM steps, denoising_steps T)."""
+    expected = {DDPMScheduler: 100, DDIMScheduler: 50, DPMSolverMultistepScheduler: 20}
+    model = tiny_unet()
+    for cls, n in expected.items():
+        assert len(list(denoising_steps(dummy_eps, cls(num_train_timesteps=100), SHAPE, progress=False))) == n + 1
+        scheduler = cls(num_train_timesteps=100)
+        sample(model, scheduler, 1, progress=False)
+        assert scheduler.num_inference_steps == n and default_num_inference_steps(scheduler) == n
+    assert default_num_inference_steps(DDIMScheduler(num_train_timesteps=30)) == 30  # never more than T
+    diffusers = pytest.importorskip("diffusers")
+    assert default_num_inference_steps(diffusers.DDIMScheduler()) == 50
+    with pytest.raises(ValueError, match="pass a number of steps"):
+        default_num_inference_steps(diffusers.PNDMScheduler())
 
 
 def test_mixed_precision_returns_fp32_samples():

@@ -126,7 +126,7 @@ def test_add_noise_matches(schedule, T):
     generator = torch.Generator().manual_seed(1)
     ours = DDPMScheduler(num_train_timesteps=T, beta_schedule=schedule)
     ref = diffusers.DDPMScheduler(num_train_timesteps=T, beta_schedule=schedule)
-    x0 = torch.randn((8, 3, 4, 4), generator=generator)
+    x0 = torch.rand((8, 3, 4, 4), generator=generator) * 2 - 1  # images in [-1, 1]
     noise = torch.randn(x0.shape, generator=generator)
     timesteps = torch.randint(0, T, (8,), generator=generator)
     # sqrt(alpha_bar_t) near t = T magnifies the last-bit differences of alphas_cumprod
@@ -136,6 +136,9 @@ def test_add_noise_matches(schedule, T):
     use_our_schedule(ref, ours)
     torch.testing.assert_close(ours.add_noise(x0, noise, timesteps), ref.add_noise(x0, noise, timesteps),
                                rtol=0, atol=0)
+    # one timestep for the whole batch, broadcast as diffusers does
+    one = timesteps[:1]
+    torch.testing.assert_close(ours.add_noise(x0, noise, one), ref.add_noise(x0, noise, one), rtol=0, atol=0)
 
 
 SPACINGS = {"leading": {}, "offset1": dict(steps_offset=1), "trailing": dict(timestep_spacing="trailing")}
@@ -205,3 +208,98 @@ def test_dpm_solver_timesteps_match(T):
         ref.set_timesteps(n)
         assert torch.equal(ours.timesteps, ref.timesteps), (T, n)
 
+
+
+def test_dpm_solver_custom_timesteps_match_diffusers():
+    timesteps = [999, 800, 600, 450, 300, 150, 60, 10]
+    ours = DPMSolverMultistepScheduler(beta_schedule="squaredcos_cap_v2")
+    ref = diffusers.DPMSolverMultistepScheduler(beta_schedule="squaredcos_cap_v2", thresholding=True,
+                                                sample_max_value=1.0)
+    ours.set_timesteps(timesteps=timesteps)
+    ref.set_timesteps(timesteps=timesteps)
+    assert torch.equal(ours.timesteps, ref.timesteps)
+    assert_loops_match(sample_loop(ours, None), sample_loop(ref, None))
+
+
+def test_ddpm_custom_timesteps_match_diffusers():
+    timesteps = [999, 700, 420, 100, 7, 0]
+    ours, ref = DDPMScheduler(), diffusers.DDPMScheduler()
+    use_our_schedule(ref, ours)
+    ours.set_timesteps(timesteps=timesteps)
+    ref.set_timesteps(timesteps=timesteps)
+    assert [int(ours.previous_timestep(t)) for t in timesteps] == [int(ref.previous_timestep(t)) for t in timesteps]
+    torch.testing.assert_close(sample_loop(ours, None), sample_loop(ref, None), rtol=0, atol=0)
+
+
+# ---- configs both ways: diffusers reads ours, ours read diffusers' ----
+
+OUR_CONFIGS = [
+    (DDPMScheduler, diffusers.DDPMScheduler, dict(beta_schedule="squaredcos_cap_v2", variance_type="fixed_large")),
+    (DDIMScheduler, diffusers.DDIMScheduler, dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                                  clip_sample=False, set_alpha_to_one=False, steps_offset=1)),
+    (DDIMScheduler, diffusers.DDIMScheduler, dict(timestep_spacing="trailing")),
+    (DPMSolverMultistepScheduler, diffusers.DPMSolverMultistepScheduler, dict(solver_order=1,
+                                                                              algorithm_type="sde-dpmsolver++")),
+]
+
+
+@pytest.mark.parametrize("ours_cls, ref_cls, kwargs", OUR_CONFIGS, ids=["DDPM", "DDIM-SD", "DDIM-trailing", "DPM"])
+def test_diffusers_reads_our_config_and_we_read_theirs(ours_cls, ref_cls, kwargs):
+    ours = ours_cls(**kwargs)
+    theirs = ref_cls.from_config(ours.config)  # our config is a dict, as diffusers requires
+    for key, value in ours.config.items():
+        if key in theirs.config:
+            assert theirs.config[key] == value, key
+    back = ours_cls.from_config(theirs.config)  # every diffusers option at a value we support
+    assert back.config == ours.config
+    fresh = ours_cls.from_config(ref_cls(**kwargs).config)  # a config diffusers made itself
+    # diffusers' DPM-Solver++ has no clip_sample and does not clip x_0: neither does ours built from its config
+    no_clip = {"clip_sample": False} if ours_cls is DPMSolverMultistepScheduler else {}
+    assert fresh.config == {**ours.config, **no_clip}
+    torch.testing.assert_close(fresh.alphas_cumprod, theirs.alphas_cumprod, rtol=0, atol=1e-6)
+
+
+def test_diffusers_dpm_solver_with_thresholding_gives_our_numbers():
+    """diffusers' DPM-Solver has no clip_sample; thresholding=True, sample_max_value=1.0 is the same clip."""
+    ours = DPMSolverMultistepScheduler(beta_schedule="squaredcos_cap_v2")
+    ref = diffusers.DPMSolverMultistepScheduler.from_config(ours.config, thresholding=True, sample_max_value=1.0)
+    assert_loops_match(sample_loop(ours, 10), sample_loop(ref, 10))
+    again = DPMSolverMultistepScheduler.from_config(ref.config)  # and back: thresholding at 1 is clip_sample
+    assert again.config == ours.config
+    plain = diffusers.DPMSolverMultistepScheduler(beta_schedule="squaredcos_cap_v2")  # no clipping in diffusers
+    unclipped = DPMSolverMultistepScheduler.from_config(plain.config)
+    assert unclipped.config.clip_sample is False
+    assert_loops_match(sample_loop(unclipped, 10), sample_loop(plain, 10))
+    # a DDPM config says clip_sample (True by default), ours or diffusers': DPM-Solver++ keeps it
+    for ddpm in (DDPMScheduler(), diffusers.DDPMScheduler()):
+        assert DPMSolverMultistepScheduler.from_config(ddpm.config).config.clip_sample is True
+    assert DPMSolverMultistepScheduler.from_config(plain.config, clip_sample=True).config.clip_sample is True
+
+
+def test_switching_samplers_with_from_config_like_diffusers():
+    """DDPM -> DDIM -> DPM-Solver++ -> DDPM with ours gives the configs diffusers' classes give."""
+    chain_ours = [DDPMScheduler(num_train_timesteps=500, beta_schedule="squaredcos_cap_v2")]
+    chain_ref = [diffusers.DDPMScheduler(num_train_timesteps=500, beta_schedule="squaredcos_cap_v2")]
+    for ours_cls, ref_cls in [(DDIMScheduler, diffusers.DDIMScheduler), (DDPMScheduler, diffusers.DDPMScheduler)]:
+        chain_ours.append(ours_cls.from_config(chain_ours[-1].config))
+        chain_ref.append(ref_cls.from_config(chain_ref[-1].config))
+    dpm = DPMSolverMultistepScheduler.from_config(chain_ref[1].config)  # diffusers' DDIM config -> our DPM-Solver++
+    assert dpm.config.beta_schedule == "squaredcos_cap_v2" and dpm.num_train_timesteps == 500
+    for ours, ref in zip(chain_ours, chain_ref):
+        assert all(ref.config[k] == v for k, v in ours.config.items()), type(ours).__name__
+        torch.testing.assert_close(ours.alphas_cumprod, ref.alphas_cumprod, rtol=0, atol=1e-6)
+
+
+def test_folders_saved_by_either_library_load_in_the_other(tmp_path):
+    ours = DDIMScheduler(beta_schedule="squaredcos_cap_v2", timestep_spacing="trailing", clip_sample=False)
+    ours.save_pretrained(tmp_path / "ours")
+    theirs = diffusers.DDIMScheduler.from_pretrained(tmp_path / "ours")
+    assert all(theirs.config[k] == v for k, v in ours.config.items())
+    diffusers.DDIMScheduler(beta_schedule="squaredcos_cap_v2", timestep_spacing="trailing",
+                            clip_sample=False).save_pretrained(tmp_path / "theirs")
+    assert DDIMScheduler.from_pretrained(tmp_path / "theirs").config == ours.config
+    # a diffusers DDPM folder, read by our three samplers (what lesson 8 does with a hub model)
+    diffusers.DDPMScheduler(beta_schedule="squaredcos_cap_v2").save_pretrained(tmp_path / "pipe" / "scheduler")
+    for cls in (DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler):
+        loaded = cls.from_pretrained(tmp_path / "pipe", subfolder="scheduler")
+        assert loaded.config.beta_schedule == "squaredcos_cap_v2"
