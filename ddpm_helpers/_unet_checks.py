@@ -39,9 +39,11 @@ def check_config(cfg):
     levels = len(widths)
     for name in ("in_channels", "layers_per_block", "norm_num_groups", "num_train_timesteps"):
         _checks.positive_int(getattr(cfg, name), name)
-    for name in ("out_channels", "attention_head_dim", "time_embedding_dim", "num_class_embeds", "sample_size"):
+    for name, none_means in (("out_channels", "in_channels"), ("attention_head_dim", "one head per attention"),
+                             ("time_embedding_dim", "4 * block_out_channels[0]"), ("sample_size", "not recorded"),
+                             ("num_class_embeds", "an unconditional model")):
         if getattr(cfg, name) is not None:
-            _checks.positive_int(getattr(cfg, name), name, hint="or None for the default")
+            _checks.positive_int(getattr(cfg, name), name, hint=f"or None for {none_means}")
     if cfg.sample_size is not None and cfg.sample_size % 2 ** (levels - 1):
         raise ValueError(f"sample_size={cfg.sample_size} must be divisible by {2 ** (levels - 1)}: "
                          f"{levels} levels halve it {levels - 1} times; use e.g. {2 ** (levels - 1) * 8}")
@@ -82,10 +84,14 @@ def check_config(cfg):
 
 def check_inputs(cfg, sample, timestep, class_labels):
     """forward's arguments: return t as a (B,) tensor on sample's device and the labels (B,) or None."""
-    _checks.float_tensor(sample, "sample", hint="the model takes float images (B, C, H, W) scaled to [-1, 1]")
+    if not (isinstance(sample, torch.Tensor) and sample.is_floating_point()):  # raises the TypeError
+        _checks.float_tensor(sample, "sample", hint="the model takes float images (B, C, H, W) scaled to [-1, 1]: "
+                             "convert with x.float(), a numpy array with torch.from_numpy(x).float()")
     if sample.ndim != 4:
         raise ValueError(f"sample must be 4-D (B, C, H, W), got shape {tuple(sample.shape)}; "
                          "for a single image use x[None] to add the batch dimension")
+    _checks.finite(sample, "sample", hint="NaN or inf in x_t comes from the data or from the step before it "
+                   "(a diverged model or sampler)")
     B, C, H, W = sample.shape
     if C != cfg.in_channels:
         raise ValueError(f"sample has {C} channel(s) but the model was built for in_channels={cfg.in_channels}; "
@@ -94,7 +100,7 @@ def check_inputs(cfg, sample, timestep, class_labels):
     if H % factor or W % factor:
         size = cfg.sample_size or 8 * factor
         raise ValueError(f"sample's size {H}x{W} must be divisible by {factor} (the model halves it "
-                         f"{factor.bit_length() - 1} times); resize or pad the images, e.g. to {size}x{size}")
+                         f"{factor.bit_length() - 1} time(s)); resize or pad the images, e.g. to {size}x{size}")
     t = _checks.timesteps(timestep, cfg.num_train_timesteps, B, name="timestep", allow_float=True)
     return t.to(sample.device), check_labels(class_labels, cfg.num_class_embeds, B, sample.device)
 

@@ -77,9 +77,8 @@ def config_from_diffusers(config):
                          f"{', '.join(sorted({**DIFFUSERS_DEFAULTS, **UNSUPPORTED}))}")
     for option, off in UNSUPPORTED.items():
         if option in config:
-            _checks.one_of(config[option], option, off, hint=f"the course's UNet does not implement {option}; it "
-                           f"builds UNet2DModel's networks with {option}={off[0]!r} and any "
-                           f"{', '.join(DIFFUSERS_DEFAULTS)}")
+            _checks.one_of(config[option], option, off, hint="the course's UNet implements Ho et al.'s DDPM UNet "
+                           "only; load this model with diffusers' UNet2DModel instead")
     values = {**DIFFUSERS_DEFAULTS, **{k: config[k] for k in DIFFUSERS_DEFAULTS if k in config}}
     if values["num_train_timesteps"] is None:  # UNet2DModel only uses it for "learned" time embeddings
         values["num_train_timesteps"] = UNetConfig.num_train_timesteps
