@@ -146,6 +146,21 @@ def test_a_folder_diffusers_saved_loads_into_ours(tmp_path, diffusers):
     torch.testing.assert_close(scheduler.alphas_cumprod, reference.alphas_cumprod)
 
 
+def test_a_diffusers_scheduler_saves_and_loads_as_ours(tmp_path, diffusers):
+    """save_pipeline takes diffusers' scheduler too; its extra options (thresholding, trained_betas, ...)
+    are written, and ours reads the ones it has."""
+    reference = diffusers.DDIMScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=False)
+    folder = save_pipeline(tmp_path, tiny_unet(), reference)
+    written = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert written["_class_name"] == "DDIMScheduler" and written["thresholding"] is False
+    _, scheduler = load_pipeline(folder)
+    assert type(scheduler) is DDIMScheduler and scheduler.config.clip_sample is False
+    scheduler.set_timesteps(20)
+    reference.set_timesteps(20)
+    assert torch.equal(scheduler.timesteps, reference.timesteps)
+    torch.testing.assert_close(scheduler.alphas_cumprod, reference.alphas_cumprod)
+
+
 def test_a_hub_style_folder_with_bin_weights_loads(tmp_path, diffusers):
     """Older hub repos ship diffusion_pytorch_model.bin; it is read with weights_only=True."""
     unet2d = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16),
