@@ -123,9 +123,10 @@ def _train(args, parser):
     dataset = load_dataset(args.dataset, n=args.num_images, seed=args.seed)
     channels, size = dataset[0]["images"].shape[0], dataset[0]["images"].shape[-1]
     widths = {} if args.channels is None else {"block_out_channels": args.channels,
-                                               "norm_groups": math.gcd(32, *args.channels)}
+                                               "norm_num_groups": math.gcd(32, *args.channels),
+                                               "attention_head_dim": math.gcd(16, args.channels[-1])}
     torch.manual_seed(args.seed)
-    model = UNet(in_channels=channels, image_size=size, **widths)
+    model = UNet(in_channels=channels, sample_size=size, **widths)
     config = TrainConfig(num_steps=steps, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
                          time_budget_s=None if minutes is None else minutes * 60, device=str(device))
     limits = ([f"{steps} steps"] if steps else []) + ([f"{minutes:g} minutes"] if minutes else [])

@@ -18,6 +18,7 @@ import torch
 
 from ._io import atomic_write
 from .config import default_device
+from .pipeline import upgrade_legacy_checkpoint, upgrade_legacy_config, upgrade_legacy_state_dict
 from .unet import UNet, UNetConfig
 
 FORMAT = "ddpm_helpers.checkpoint.v1"
@@ -91,6 +92,7 @@ def load_checkpoint(path, model=None, map_location="cpu"):
                          "delete it and train again, or re-download it.") from error
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise ValueError(f"{str(path)!r} is not a ddpm_helpers training checkpoint (written by save_checkpoint).")
+    checkpoint = upgrade_legacy_checkpoint(checkpoint)  # written before the UNet took diffusers' names?
     if model is not None:
         _check_model_config(checkpoint, model, path)
         model.load_state_dict(checkpoint["model"])
@@ -98,8 +100,7 @@ def load_checkpoint(path, model=None, map_location="cpu"):
 
 
 def _build_model(model_config, device):
-    config = UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in model_config.items()})
-    return UNet(config).to(default_device(device))
+    return UNet(**upgrade_legacy_config(model_config)).to(default_device(device))
 
 
 def load_model(path, device=None):
@@ -152,5 +153,5 @@ def load_pretrained(path=None, device=None):
     if "model_config" not in metadata:
         raise ValueError(f"{str(path)!r} has no model_config metadata; write it with export_weights().")
     model = _build_model(json.loads(metadata["model_config"]), device)
-    model.load_state_dict({name: w.float() for name, w in weights.items()})
+    model.load_state_dict({name: w.float() for name, w in upgrade_legacy_state_dict(weights).items()})
     return model.eval(), json.loads(metadata["scheduler_config"])

@@ -188,7 +188,7 @@ def _sampling_mistakes(model, scheduler, shape, seed):
         x = torch.randn(shape, generator=generator)
         for t in scheduler.timesteps:
             with torch.no_grad():
-                out = scheduler.step(model(x, t), t, x, generator=generator if step_generator else None)
+                out = scheduler.step(model(x, t).sample, t, x, generator=generator if step_generator else None)
             x = out.pred_original_sample if carry_x0 else out.prev_sample
         return x
 
@@ -204,7 +204,7 @@ def check_sampling_loop(fn, model, scheduler, num_inference_steps=10, seed=0):
     with ``num_inference_steps`` set on a copy of ``scheduler`` and the same seed."""
     from .sampling import denoising_steps
 
-    shape = (4, model.config.in_channels, model.config.image_size, model.config.image_size)
+    shape = (4, model.config.in_channels, model.config.sample_size, model.config.sample_size)
     fresh = lambda: type(scheduler).from_config(scheduler.config)  # noqa: E731
     *_, last = denoising_steps(model, fresh(), shape, num_inference_steps,
                                generator=torch.Generator().manual_seed(seed), progress=False)
@@ -222,5 +222,5 @@ def check_sampling_loop(fn, model, scheduler, num_inference_steps=10, seed=0):
         if torch.allclose(result, wrong, atol=1e-4):
             return _report(False, wrong_hint)
     return _report(False, "start from x = torch.randn(shape, generator=generator); loop `for t in "
-                          "scheduler.timesteps`; predict the noise with model(x, t); then x = scheduler.step("
+                          "scheduler.timesteps`; predict the noise with model(x, t).sample; then x = scheduler.step("
                           "noise_pred, t, x, generator=generator).prev_sample.")

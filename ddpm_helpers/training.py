@@ -246,7 +246,7 @@ def train_step(state, dataset, device):
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), _precision_context(cfg, device):
         torch.manual_seed(_seed_for(cfg.seed, 3, state.step))
-        noise_pred = model(noisy_images, timesteps)
+        noise_pred = model(noisy_images, timesteps, return_dict=False)[0]  # ours and diffusers' UNet2DModel
     # 3. the loss per image (for loss_by_timestep) and its mean, the seed's F.mse_loss, in fp32
     loss_per_image = (noise_pred.float() - noise).pow(2).mean(dim=(1, 2, 3))  # (B,)
     loss = loss_per_image.mean()

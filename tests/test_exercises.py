@@ -100,7 +100,7 @@ def _loop(model, scheduler, shape, generator, carry="prev_sample"):
     x = torch.randn(shape, generator=generator)
     for t in scheduler.timesteps:
         with torch.no_grad():
-            x = getattr(scheduler.step(model(x, t), t, x, generator=generator), carry)
+            x = getattr(scheduler.step(model(x, t).sample, t, x, generator=generator), carry)
     return x
 
 
@@ -109,7 +109,7 @@ def test_sampling_loop_exercise(capsys):
     from ddpm_helpers.unet import UNet
 
     torch.manual_seed(0)
-    model = UNet(block_out_channels=(8, 16), norm_groups=8, image_size=8).eval()
+    model = UNet(block_out_channels=(8, 16), norm_num_groups=8, sample_size=8).eval()
     assert check_sampling_loop(_loop, model, SCHEDULER, num_inference_steps=5) is True
     assert check_sampling_loop(lambda *a: _loop(*a, carry="pred_original_sample"), model, SCHEDULER, 5) is False
     assert "prev_sample" in capsys.readouterr().out

@@ -20,7 +20,7 @@ def dummy_eps(x_t, t):
 
 def tiny_unet(seed=0):
     torch.manual_seed(seed)
-    return UNet(block_out_channels=(8, 16), norm_groups=4, attention_heads=2, image_size=8)
+    return UNet(block_out_channels=(8, 16), norm_num_groups=4, attention_head_dim=8, sample_size=8)
 
 
 def run(model, scheduler, n, seed=0, shape=SHAPE, **kwargs):
@@ -36,7 +36,9 @@ def diffusers_loop(model, scheduler, n, seed=0, shape=SHAPE, **step_kwargs):
     xs, x0s = [x_t], []
     for t in scheduler.timesteps:
         with torch.no_grad():
-            out = scheduler.step(model(x_t, t), t, x_t, generator=generator, **step_kwargs)
+            eps_pred = model(x_t, t)
+            eps_pred = getattr(eps_pred, "sample", eps_pred)  # our UNet's output object, or dummy_eps' tensor
+            out = scheduler.step(eps_pred, t, x_t, generator=generator, **step_kwargs)
         x_t = out.prev_sample
         xs.append(x_t)
         x0s.append(out.pred_original_sample)
@@ -111,7 +113,7 @@ def test_sample_in_batches_matches_diffusers_dpm_solver():
         ref.set_timesteps(10)
         for t in ref.timesteps:
             with torch.no_grad():
-                x_t = ref.step(model(x_t, t), t, x_t, generator=generator).prev_sample
+                x_t = ref.step(model(x_t, t).sample, t, x_t, generator=generator).prev_sample
         batches.append(x_t)
     torch.testing.assert_close(got, torch.cat(batches), rtol=0, atol=1e-5)
 

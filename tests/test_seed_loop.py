@@ -72,7 +72,7 @@ class Recorder(torch.nn.Module):
 
 
 def tiny_unet():
-    return UNet(image_size=16, block_out_channels=(8, 16), norm_groups=4, attention_heads=2)
+    return UNet(sample_size=16, block_out_channels=(8, 16), norm_num_groups=4, attention_head_dim=8)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ FAST = dict(batch_size=8, warmup_steps=4, log_every=4, checkpoint_every_s=None, 
 
 
 def tiny_unet(**overrides):
-    return UNet(image_size=16, block_out_channels=(8, 16), norm_groups=4, attention_heads=2, **overrides)
+    return UNet(sample_size=16, block_out_channels=(8, 16), norm_num_groups=4, attention_head_dim=8, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +175,8 @@ def test_missing_checkpoint_names_the_fix(tmp_path):
 def test_mismatched_model_config_names_the_field(trained):
     _, path = trained
     with pytest.raises(ValueError, match=r"block_out_channels=\[8, 16\].*UNet\(\*\*"):
-        load_checkpoint(path, model=UNet(image_size=16, block_out_channels=(8, 32), norm_groups=4,
-                                         attention_heads=2))
+        load_checkpoint(path, model=UNet(sample_size=16, block_out_channels=(8, 32), norm_num_groups=4,
+                                         attention_head_dim=8))
 
 
 def test_load_model_gives_the_ema_weights(trained):
@@ -213,9 +213,9 @@ class ConstantModel(torch.nn.Module):
         self.weight = torch.nn.Parameter(torch.zeros(()))
         self.value, self.grow = value, grow
 
-    def forward(self, x, t):
+    def forward(self, x, t, return_dict=True):
         self.value += self.grow
-        return torch.full_like(x, self.value) + 0 * self.weight
+        return (torch.full_like(x, self.value) + 0 * self.weight,)  # called with return_dict=False
 
 
 def run_fake(model, digits, steps=40):

@@ -1,15 +1,25 @@
-"""The noise-prediction UNet: shapes, timestep handling, the seed's call, input checks."""
+"""The noise-prediction UNet: shapes, timesteps, labels, the diffusers-style call, counts, and the
+shipped checkpoint (converted to today's layout, same outputs as the model it was trained as)."""
 
 import math
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
+from ddpm_helpers.checkpoints import load_checkpoint, load_model, load_pretrained
+from ddpm_helpers.data import DigitsDataset
+from ddpm_helpers.pipeline import upgrade_legacy_config, upgrade_legacy_state_dict
+from ddpm_helpers.scheduler import DDIMScheduler
+from ddpm_helpers.training import TrainConfig, train
 from ddpm_helpers.unet import (
+    Downsample,
+    SelfAttention,
     UNet,
     UNetConfig,
-    SelfAttention,
     UNetOutput,
     autocast_context,
     count_parameters,
@@ -19,6 +29,7 @@ from ddpm_helpers.unet import (
     trace_shapes,
 )
 
+DATA = Path(__file__).parent / "data"
 TINY = dict(block_out_channels=(32, 64))  # two levels: fast, same code paths
 
 
@@ -27,66 +38,65 @@ def tiny(**overrides):
     return UNet(**{**TINY, **overrides}).eval()
 
 
+def eps(model, *args, **kwargs):
+    with torch.no_grad():
+        return model(*args, **kwargs).sample
+
+
 @pytest.mark.parametrize("channels, size", [(1, 32), (3, 32), (1, 64), (3, 64)])
 def test_output_shape_equals_input_shape(channels, size):
-    model = tiny(in_channels=channels, image_size=size)
+    model = tiny(in_channels=channels, sample_size=size)
     x_t = torch.randn(2, channels, size, size)
-    with torch.no_grad():
-        assert model(x_t, 10).shape == x_t.shape
+    assert eps(model, x_t, 10).shape == x_t.shape
 
 
 def test_default_model_runs_on_default_images():
     torch.manual_seed(0)
     model = UNet()
     assert model.config == UNetConfig()
-    x_t = torch.randn(2, 1, 32, 32)
-    with torch.no_grad():
-        assert model(x_t, torch.tensor([0, 999])).shape == (2, 1, 32, 32)
+    assert eps(model, torch.randn(2, 1, 32, 32), torch.tensor([0, 999])).shape == (2, 1, 32, 32)
 
 
 def test_out_channels_override():
-    model = tiny(in_channels=3, out_channels=6)
-    with torch.no_grad():
-        assert model(torch.randn(1, 3, 32, 32), 0).shape == (1, 6, 32, 32)
+    assert eps(tiny(in_channels=3, out_channels=6), torch.randn(1, 3, 32, 32), 0).shape == (1, 6, 32, 32)
 
 
 def test_timestep_forms_agree():
     model = tiny()
     x_t = torch.randn(3, 1, 32, 32)
-    with torch.no_grad():
-        reference = model(x_t, torch.tensor([7, 7, 7]))
-        for t in (7, 7.0, torch.tensor(7), torch.tensor([7]), torch.tensor([7.0, 7.0, 7.0])):
-            torch.testing.assert_close(model(x_t, t), reference)
+    reference = eps(model, x_t, torch.tensor([7, 7, 7]))
+    for t in (7, 7.0, torch.tensor(7), torch.tensor([7]), torch.tensor([7.0, 7.0, 7.0])):
+        torch.testing.assert_close(eps(model, x_t, t), reference)
 
 
 def test_per_sample_timesteps_match_one_at_a_time():
-    model = tiny()
-    x_t, t = torch.randn(3, 1, 32, 32), torch.tensor([0, 500, 999])
-    with torch.no_grad():
-        together = model(x_t, t)
-        apart = torch.cat([model(x_t[i:i + 1], int(t[i])) for i in range(3)])
-    torch.testing.assert_close(together, apart, rtol=1e-4, atol=1e-5)
+    model, x_t, t = tiny(), torch.randn(3, 1, 32, 32), torch.tensor([0, 500, 999])
+    apart = torch.cat([eps(model, x_t[i:i + 1], int(t[i])) for i in range(3)])
+    torch.testing.assert_close(eps(model, x_t, t), apart, rtol=1e-4, atol=1e-5)
 
 
-def test_return_dict_forms():
-    model = tiny()
-    x_t = torch.randn(2, 1, 32, 32)
+def test_return_dict_forms_are_diffusers():
+    model, x_t = tiny(), torch.randn(2, 1, 32, 32)
     with torch.no_grad():
-        eps_pred = model(x_t, 3)
-        as_tuple = model(x_t, 3, return_dict=False)
-        as_output = model(x_t, 3, return_dict=True)
-    assert isinstance(as_tuple, tuple) and len(as_tuple) == 1
-    assert isinstance(as_output, UNetOutput)
-    torch.testing.assert_close(as_tuple[0], eps_pred)
-    torch.testing.assert_close(as_output.sample, eps_pred)
+        output, as_tuple = model(x_t, 3), model(x_t, 3, return_dict=False)
+    assert isinstance(output, UNetOutput) and isinstance(as_tuple, tuple) and len(as_tuple) == 1
+    torch.testing.assert_close(as_tuple[0], output.sample)
+    assert output[0] is output.sample and output["sample"] is output.sample
+    with pytest.raises(KeyError, match="only 'sample'"):
+        output["prev_sample"]
+
+
+def test_device_and_dtype_like_a_diffusers_model():
+    model = tiny()
+    assert model.device == torch.device("cpu") and model.dtype == torch.float32
+    half = tiny().to(torch.bfloat16)
+    assert half.dtype == torch.bfloat16
+    assert eps(half, torch.randn(1, 1, 32, 32, dtype=torch.bfloat16), 5).dtype == torch.bfloat16
 
 
 def test_model_uses_the_timestep():
-    model = tiny()
-    x_t = torch.randn(2, 1, 32, 32)
-    with torch.no_grad():
-        difference = (model(x_t, 10) - model(x_t, 900)).abs().max()
-    assert difference > 1e-3
+    model, x_t = tiny(), torch.randn(2, 1, 32, 32)
+    assert (eps(model, x_t, 10) - eps(model, x_t, 900)).abs().max() > 1e-3
 
 
 def test_timestep_embedding_values():
@@ -105,6 +115,15 @@ def test_timestep_embedding_values():
     torch.testing.assert_close(emb[:, :8] ** 2 + emb[:, 8:] ** 2, torch.ones(4, 8))
 
 
+def test_timestep_embedding_flip_and_freq_shift():
+    t = torch.tensor([0, 3, 500])
+    emb = timestep_embedding(t, 16)
+    torch.testing.assert_close(timestep_embedding(t, 16, flip_sin_to_cos=True), torch.cat([emb[:, 8:], emb[:, :8]], 1))
+    shifted = timestep_embedding(t, 16, freq_shift=1)  # Ho et al.'s code: frequency i is 10000 ** (-i / 7)
+    torch.testing.assert_close(shifted[2, 7], torch.tensor(math.sin(500 * 10000 ** (-7 / 7))))
+    torch.testing.assert_close(shifted[2, 3], torch.tensor(math.sin(500 * 10000 ** (-3 / 7))), atol=1e-4, rtol=0)
+
+
 def test_timestep_embedding_distinct_and_odd_dim():
     emb = timestep_embedding(torch.arange(1000), 32)
     distances = torch.cdist(emb, emb) + torch.eye(1000) * 10
@@ -115,60 +134,60 @@ def test_timestep_embedding_distinct_and_odd_dim():
     torch.testing.assert_close(odd[:, :6], timestep_embedding(torch.tensor([5.0, 6.0]), 6))
 
 
-@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16")
-def test_bf16_autocast_close_to_fp32():
-    model = tiny()
-    x_t = torch.randn(4, 1, 32, 32)
+def test_attention_in_the_levels_and_head_counts():
+    model = tiny(down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                 attention_head_dim=8)
+    assert model.down_blocks[0].attentions is None and model.up_blocks[1].attentions is None
+    assert [a.heads for a in model.down_blocks[1].attentions] == [8]  # 64 channels / 8 per head
+    assert len(model.up_blocks[0].attentions) == 2 and model.mid_block.attentions[0].heads == 8
+    assert tiny(attention_head_dim=None).mid_block.attentions[0].heads == 1  # None: one head, as in diffusers
+    assert eps(model, torch.randn(2, 1, 32, 32), 3).shape == (2, 1, 32, 32)
+
+
+def test_downsample_padding_zero_pads_bottom_and_right():
+    torch.manual_seed(0)
+    down, x = Downsample(4, padding=0), torch.randn(1, 4, 8, 8)
+    expected = F.conv2d(F.pad(x, (0, 1, 0, 1)), down.conv.weight, down.conv.bias, stride=2)
+    torch.testing.assert_close(down(x), expected)
+    assert eps(tiny(downsample_padding=0), torch.randn(1, 1, 32, 32), 3).shape == (1, 1, 32, 32)
+
+
+def test_class_embedding_is_added_to_the_time_embedding():
+    """A conditional model whose label vectors are zero computes the unconditional model."""
+    conditional = tiny(num_class_embeds=11)
+    assert conditional.class_embedding.weight.shape == (11, 4 * 32)
+    x_t, t, labels = torch.randn(3, 1, 32, 32), torch.tensor([5, 500, 900]), torch.tensor([0, 3, 10])
+    assert (eps(conditional, x_t, t, class_labels=labels) - eps(conditional, x_t, t, class_labels=labels.roll(1))).abs().max() > 1e-4
+    torch.testing.assert_close(eps(conditional, x_t, t, class_labels=7), eps(conditional, x_t, t, class_labels=[7, 7, 7]))
+    unconditional = tiny()
+    unconditional.load_state_dict({k: v for k, v in conditional.state_dict().items() if k != "class_embedding.weight"})
     with torch.no_grad():
-        fp32 = model(x_t, 100)
-        with autocast_context("cpu"):
-            bf16 = model(x_t, 100)
-    assert bf16.shape == fp32.shape
-    torch.testing.assert_close(bf16.float(), fp32, rtol=0.1, atol=0.05)
+        conditional.class_embedding.weight.zero_()
+    torch.testing.assert_close(eps(conditional, x_t, t, class_labels=labels), eps(unconditional, x_t, t))
 
 
-def test_autocast_context_is_a_context_manager():
-    with autocast_context("cpu"):
-        y = torch.ones(2, 2) @ torch.ones(2, 2)
-    expected = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
-    assert y.dtype == expected
+def test_old_option_names_say_their_new_names():
+    with pytest.raises(TypeError, match="'image_size' is now sample_size"):
+        UNet(image_size=32)
+    with pytest.raises(TypeError, match="'norm_groups' is now norm_num_groups"):
+        UNet(norm_groups=8)
 
 
-@pytest.mark.parametrize("bad, error, match", [
-    (torch.randn(1, 32, 32), ValueError, "4-D"),
-    (torch.randn(2, 3, 32, 32), ValueError, r"built for 1 channel.*UNet\(in_channels=3\)"),
-    (torch.randn(2, 1, 33, 33), ValueError, "33x33 must be divisible by 2"),
-    (torch.zeros(2, 1, 32, 32, dtype=torch.long), TypeError, "float"),
-    (torch.randn(2, 1, 32, 32).numpy(), TypeError, "float tensor"),
-])
-def test_bad_samples_are_explained(bad, error, match):
-    with pytest.raises(error, match=match):
-        tiny()(bad, 0)
-
-
-@pytest.mark.parametrize("bad, error, match", [
-    (1000, ValueError, r"\[0, 1000\)"),
-    (-1, ValueError, r"\[0, 1000\)"),
-    (torch.tensor([0, 1, 2]), ValueError, "B=2"),
-    (torch.zeros(2, 1), ValueError, "0-d tensor or a"),
-    ("5", TypeError, "int, a float or a tensor"),
-    (True, TypeError, "int, a float or a tensor"),
-])
-def test_bad_timesteps_are_explained(bad, error, match):
-    with pytest.raises(error, match=match):
-        tiny()(torch.randn(2, 1, 32, 32), bad)
-
-
-def test_bad_config_is_explained():
-    with pytest.raises(TypeError, match="unknown UNet option"):
-        UNet(in_chanels=3)
-    with pytest.raises(ValueError, match="divisible by norm_groups"):
-        UNet(block_out_channels=(48, 96), norm_groups=32)
-
-
-def test_count_parameters():
-    model = tiny()
-    assert count_parameters(model) == sum(p.numel() for p in model.parameters())
+def test_count_parameters_by_hand():
+    """A one-level UNet, counted layer by layer (weights + biases)."""
+    model = UNet(block_out_channels=(4,), norm_num_groups=2, attention_head_dim=4, sample_size=8)
+    time_embedding = (4 * 16 + 16) + (16 * 16 + 16)  # 4 -> 16 -> 16
+    conv_in, norm_out, conv_out = 1 * 4 * 9 + 4, 2 * 4, 4 * 1 * 9 + 1
+    resnet_4_to_4 = 2 * 4 + (4 * 4 * 9 + 4) + (16 * 4 + 4) + 2 * 4 + (4 * 4 * 9 + 4)  # norm1 conv1 time norm2 conv2
+    resnet_8_to_4 = 2 * 8 + (8 * 4 * 9 + 4) + (16 * 4 + 4) + 2 * 4 + (4 * 4 * 9 + 4) + (8 * 4 + 4)  # + 1x1 shortcut
+    attention = 2 * 4 + (4 * 12 + 12) + (4 * 4 + 4)  # group_norm, to_qkv, to_out
+    expected = time_embedding + conv_in + resnet_4_to_4 + (2 * resnet_4_to_4 + attention) + 2 * resnet_8_to_4 \
+        + norm_out + conv_out
+    assert count_parameters(model) == expected == 2801
+    assert count_parameters(UNet()) == 897_473  # the course's default: lesson 3 prints this
+    frozen = UNet(block_out_channels=(4,), norm_num_groups=2, attention_head_dim=4)
+    frozen.conv_out.requires_grad_(False)
+    assert count_parameters(frozen) == expected - conv_out  # trainable parameters only
 
 
 def _flops_by_hand(model, x_t):
@@ -197,8 +216,11 @@ def _flops_by_hand(model, x_t):
 @pytest.mark.parametrize("size, batch", [(32, 1), (64, 2)])
 def test_estimate_flops_matches_count_by_hand(size, batch):
     model = tiny()
-    expected = _flops_by_hand(model, torch.zeros(batch, 1, size, size))
-    assert estimate_flops(model, image_size=size, batch=batch) == expected
+    assert estimate_flops(model, image_size=size, batch=batch) == _flops_by_hand(model, torch.zeros(batch, 1, size, size))
+
+
+def test_estimate_flops_of_a_conditional_model_counts_the_same_network():
+    assert estimate_flops(tiny(num_class_embeds=11)) == estimate_flops(tiny())  # an embedding lookup costs no FLOPs
 
 
 def test_trace_shapes_lists_blocks_in_order():
@@ -207,23 +229,137 @@ def test_trace_shapes_lists_blocks_in_order():
     assert rows[0] == ("conv_in", (2, 32, 32, 32))
     assert rows[-1] == ("conv_out", (2, 1, 32, 32))
     shapes = dict(rows)
-    assert shapes["down.0.resample"] == (2, 32, 16, 16)
-    assert shapes["mid_attn"] == (2, 64, 16, 16)
+    assert shapes["down_blocks.0.downsample"] == (2, 32, 16, 16)
+    assert shapes["mid_block.attentions.0"] == (2, 64, 16, 16)
+    assert shapes["up_blocks.0.upsample"] == (2, 64, 32, 32)
     assert not model._forward_hooks and not model.conv_in._forward_hooks  # hooks removed
 
 
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16")
+def test_bf16_autocast_close_to_fp32():
+    model, x_t = tiny(), torch.randn(4, 1, 32, 32)
+    fp32 = eps(model, x_t, 100)
+    with autocast_context("cpu"):
+        bf16 = eps(model, x_t, 100)
+    assert bf16.dtype == torch.bfloat16
+    torch.testing.assert_close(bf16.float(), fp32, rtol=0.1, atol=0.05)
+
+
+def test_autocast_context_is_a_context_manager():
+    with autocast_context("cpu"):
+        y = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert y.dtype == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+
+
 def test_seed_training_step_reaches_every_parameter():
-    """The seed's loop, as written, runs on our model and trains every weight."""
-    model = tiny().train()
+    """The seed's loop, as written, runs on our model and trains every weight (labels too)."""
+    model = tiny(num_class_embeds=11, down_block_types=("AttnDownBlock2D", "DownBlock2D")).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4)
     clean_images = torch.rand(4, 1, 32, 32) * 2 - 1
     noise = torch.randn(clean_images.shape)
     timesteps = torch.randint(0, 1000, (4,)).long()
     noisy_images = clean_images + noise  # stands in for noise_scheduler.add_noise
-    noise_pred = model(noisy_images, timesteps, return_dict=False)[0]
+    noise_pred = model(noisy_images, timesteps, class_labels=torch.tensor([0, 1, 2, 10]), return_dict=False)[0]
     loss = F.mse_loss(noise_pred, noise)
     loss.backward(loss)
-    dead = [name for name, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    dead = [name for name, p in model.named_parameters()
+            if (p.grad is None or p.grad.abs().sum() == 0) and not name.startswith("class_embedding")]
     assert not dead, f"parameters without gradient: {dead}"
+    assert (model.class_embedding.weight.grad.abs().sum(1) > 0).tolist() == [True] * 3 + [False] * 7 + [True]
     optimizer.step()
     optimizer.zero_grad()
+
+
+def test_our_config_round_trips_through_diffusers_names_without_diffusers():
+    config = UNetConfig(block_out_channels=(8, 16), norm_num_groups=4, attention_head_dim=8, sample_size=8,
+                        up_block_types=("AttnUpBlock2D", "UpBlock2D"), num_class_embeds=3)
+    model = UNet(config)
+    rebuilt = UNet.from_config(model.diffusers_config())
+    assert rebuilt.config == UNetConfig(**{**vars(config), "out_channels": 1, "down_block_types": ("DownBlock2D",) * 2})
+    rebuilt.load_state_dict(model.state_dict())
+    x_t = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(eps(rebuilt, x_t, 9, class_labels=1), eps(model, x_t, 9, class_labels=1))
+
+
+# ---- the shipped checkpoint and checkpoints of the earlier layout ----
+
+def test_shipped_checkpoint_reproduces_the_model_it_was_trained_as():
+    """tests/data/digits_unet_reference.safetensors was computed with the old UNet code (commit 89cccf1,
+    tests/data/make_digits_reference.py) from the file as it was then; the converted file gives the
+    same noise predictions and the same DDIM-10 samples."""
+    ref = load_file(DATA / "digits_unet_reference.safetensors")
+    model, scheduler_config = load_pretrained()
+    assert model.config == UNetConfig()  # the shipped model is the course's default config
+    torch.testing.assert_close(eps(model, ref["x_t"], ref["t"]), ref["eps_per_sample"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(eps(model, ref["x_t"], 500), ref["eps_t500"], rtol=0, atol=1e-5)
+    ddim = DDIMScheduler(**scheduler_config)
+    ddim.set_timesteps(10)
+    x = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    for t in ddim.timesteps:
+        x = ddim.step(eps(model, x, t), t, x).prev_sample
+    torch.testing.assert_close(x, ref["ddim10_seed0"], rtol=0, atol=1e-5)
+
+
+def test_legacy_config_names_map_to_the_same_network():
+    old = {"in_channels": 1, "out_channels": None, "image_size": 8, "block_out_channels": [4, 8], "layers_per_block": 1,
+           "attention_at_lowest": True, "attention_heads": 2, "time_embed_dim": None, "norm_groups": 2, "dropout": 0.0,
+           "num_train_timesteps": 1000}
+    new = upgrade_legacy_config(old)
+    assert new["sample_size"] == 8 and new["norm_num_groups"] == 2 and new["attention_head_dim"] == 4
+    assert new["down_block_types"] == ["DownBlock2D", "AttnDownBlock2D"]
+    assert new["up_block_types"] == ["AttnUpBlock2D", "UpBlock2D"]
+    assert not set(new) & {"image_size", "norm_groups", "attention_heads", "attention_at_lowest", "time_embed_dim"}
+    assert upgrade_legacy_config(new) is new  # today's configs pass unchanged
+    renamed = upgrade_legacy_state_dict(dict.fromkeys(["time_mlp.0.weight", "down.1.blocks.0.skip.bias", "mid_attn.qkv.weight",
+                                                       "up.0.attentions.1.norm.bias", "up.0.resample.conv.weight",
+                                                       "mid_block2.time_proj.weight", "norm_out.weight"]))
+    assert list(renamed) == ["time_embedding.linear_1.weight", "down_blocks.1.resnets.0.conv_shortcut.bias",
+                             "mid_block.attentions.0.to_qkv.weight", "up_blocks.0.attentions.1.group_norm.bias",
+                             "up_blocks.0.upsample.conv.weight", "mid_block.resnets.1.time_emb_proj.weight",
+                             "conv_norm_out.weight"]
+    names = list(UNet().state_dict())
+    assert list(upgrade_legacy_state_dict(dict.fromkeys(names))) == names  # today's names pass unchanged
+
+
+def test_legacy_checkpoint_and_export_load_with_the_old_outputs():
+    """tests/data/legacy_*: a tiny run written by the old code (make_legacy_checkpoint.py) and the EMA
+    model's predictions the old code made from it."""
+    ref = load_file(DATA / "legacy_resumed_step5.safetensors")
+    x, t = ref["x"], torch.tensor([3, 900])
+    exported, _ = load_pretrained(DATA / "legacy_export.safetensors")
+    from_checkpoint, _ = load_model(DATA / "legacy_checkpoint.pt")
+    for model in (exported, from_checkpoint):
+        torch.testing.assert_close(eps(model, x, t), ref["eps_ema_step2"], rtol=0, atol=1e-6)
+    checkpoint = load_checkpoint(DATA / "legacy_checkpoint.pt", model=UNet(**upgrade_legacy_config(
+        torch.load(DATA / "legacy_checkpoint.pt", weights_only=True)["model_config"])))
+    assert checkpoint["model_config"]["attention_head_dim"] == 4 and "image_size" not in checkpoint["model_config"]
+
+
+def test_legacy_checkpoint_resumes_exactly(tmp_path):
+    """Resumed with today's code, the old run ends where the old code's resumed run ended: the
+    optimizer state is renumbered to today's parameter order, the EMA renamed. One exception: the
+    key bias of attention, which softmax ignores (its gradient is 0 up to rounding, so Adam's steps
+    on it follow the rounding noise, which depends on the parameter order of the gradient norm)."""
+    ref = load_file(DATA / "legacy_resumed_step5.safetensors")
+    path = tmp_path / "checkpoint.pt"
+    shutil.copy(DATA / "legacy_checkpoint.pt", path)
+    config = upgrade_legacy_config(torch.load(path, weights_only=True)["model_config"])
+    torch.manual_seed(0)
+    fast = dict(batch_size=4, warmup_steps=2, log_every=2, checkpoint_every_s=None, bf16=False)
+    state = train(UNet(**config), DigitsDataset(n=32, image_size=8), TrainConfig(num_steps=5, **fast),
+                  checkpoint_path=path, progress=False)
+    assert state.step == 5
+    old_model = upgrade_legacy_state_dict({k[6:]: v for k, v in ref.items() if k.startswith("model.")})
+    old_ema = upgrade_legacy_state_dict({k[4:]: v for k, v in ref.items() if k.startswith("ema.")})
+
+    def without_key_bias(name, tensor):
+        C = tensor.numel() // 3
+        return torch.cat([tensor[:C], tensor[2 * C:]]) if name.endswith("to_qkv.bias") else tensor
+
+    for name, tensor in state.model.state_dict().items():
+        for ours, old in ((tensor, old_model[name]), (state.ema.shadow[name], old_ema[name])):
+            torch.testing.assert_close(without_key_bias(name, ours), without_key_bias(name, old), rtol=0, atol=1e-6,
+                                       msg=name)
+    torch.testing.assert_close(eps(state.ema_model, ref["x"], torch.tensor([3, 900])), ref["eps_ema_step5"],
+                               rtol=0, atol=1e-6)
+    assert "sample_size" in load_checkpoint(path)["model_config"]  # saved again in today's names
