@@ -22,7 +22,6 @@ and ``unet_to_diffusers`` import diffusers. Also here: reading checkpoints writt
 course's earlier UNet names (``upgrade_legacy_*``).
 """
 
-import inspect
 import json
 import re
 from collections.abc import Mapping
@@ -33,11 +32,11 @@ import torch
 
 from . import _checks
 from ._io import atomic_write
+from ._scheduler_config import DIFFUSERS_VERSION
 from .dpm_solver import DPMSolverMultistepScheduler
 from .scheduler import DDIMScheduler, DDPMScheduler
 from .unet import UNet, UNetConfig
 
-DIFFUSERS_VERSION = "0.42.1"  # written as _diffusers_version: the diffusers release the formats were tested with
 # UNet2DModel's defaults for the options we implement (a config that omits one means this value)
 DIFFUSERS_DEFAULTS = dict(
     sample_size=None, in_channels=3, out_channels=3, block_out_channels=(224, 448, 672, 896), layers_per_block=2,
@@ -210,9 +209,7 @@ def save_pipeline(folder, unet, scheduler):
     weights = {k: v.detach().cpu().contiguous() for k, v in to_diffusers_state_dict(unet.state_dict()).items()}
     atomic_write(folder / "unet" / WEIGHTS_NAME, lambda tmp: save_file(weights, tmp, metadata={"format": "pt"}))
     _write_json(folder / "unet" / "config.json", diffusers_config(unet.config))
-    scheduler_config = {k: v for k, v in scheduler.config.items() if not k.startswith("_")}
-    _write_json(folder / "scheduler" / "scheduler_config.json",
-                {"_class_name": name, "_diffusers_version": DIFFUSERS_VERSION, **scheduler_config})
+    scheduler.save_config(folder / "scheduler")  # ours and diffusers' schedulers both write scheduler_config.json
     _write_json(folder / "model_index.json", {"_class_name": "DDPMPipeline", "_diffusers_version": DIFFUSERS_VERSION,
                                               "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", name]})
     return folder
@@ -248,16 +245,6 @@ def _read_weights(unet_dir):
                          "write or download the folder again") from None
 
 
-def _scheduler_from_config(cls, config):
-    try:
-        return cls.from_config(config)
-    except TypeError:
-        # until our schedulers' from_config takes diffusers' whole configs (trained_betas, thresholding, ...),
-        # keep the options this class has; an unsupported option set in the file is then not refused
-        known = set(inspect.signature(cls.__init__).parameters)
-        return cls.from_config({k: v for k, v in config.items() if k in known})
-
-
 def load_pipeline(folder):
     """(our UNet in eval mode, our scheduler) from a diffusers pipeline folder: one ``save_pipeline``
     wrote, ``DDPMPipeline.save_pretrained`` wrote, or one downloaded from the hub (e.g. with
@@ -282,7 +269,7 @@ def load_pipeline(folder):
     if name not in SCHEDULERS:
         raise ValueError(f"the folder's scheduler is a {name!r}; load_pipeline knows {', '.join(SCHEDULERS)}. "
                          "Build one of those with from_config(the folder's scheduler_config.json)")
-    return model.eval(), _scheduler_from_config(SCHEDULERS[name], scheduler_config)
+    return model.eval(), SCHEDULERS[name].from_config(scheduler_config)
 
 
 # ---- checkpoints written with the course's earlier UNet names ----

@@ -150,9 +150,17 @@ def hand_guided_loop(unet, scheduler, n, labels, w, seed, **step_kwargs):
     return x
 
 
+def course_unet():
+    """The course's conditional UNet holding the same weights as diffusers_unet()."""
+    from ddpm_helpers.unet import UNet
+
+    return UNet.from_diffusers(diffusers_unet()).eval()
+
+
+@pytest.mark.parametrize("make_unet", [diffusers_unet, course_unet], ids=["diffusers", "ours"])
 @pytest.mark.parametrize("sampler", SAMPLERS)
-def test_guided_loop_on_diffusers_unet_matches_a_hand_written_loop(sampler):
-    unet = diffusers_unet()
+def test_guided_loop_on_a_real_unet_matches_a_hand_written_loop(sampler, make_unet):
+    unet = make_unet()
     make, step_kwargs = SAMPLERS[sampler]
     got = sample(unet, make(), B, 6, generator=torch.Generator().manual_seed(5), progress=False,
                  class_labels=LABELS, guidance_scale=3.0, **step_kwargs)
@@ -164,6 +172,14 @@ def test_guided_loop_on_diffusers_unet_matches_a_hand_written_loop(sampler):
     w0 = sample(unet, make(), B, 6, generator=torch.Generator().manual_seed(5), progress=False,
                 class_labels=LABELS, guidance_scale=0, **step_kwargs)
     torch.testing.assert_close(w0, null_only, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_our_unet_guides_like_diffusers_unet_with_the_same_weights(sampler):
+    make, step_kwargs = SAMPLERS[sampler]
+    runs = [sample(unet, make(), B, 6, generator=torch.Generator().manual_seed(2), progress=False,
+                   class_labels=LABELS, guidance_scale=2.0, **step_kwargs) for unet in (diffusers_unet(), course_unet())]
+    torch.testing.assert_close(runs[1], runs[0], rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
