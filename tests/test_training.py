@@ -16,13 +16,13 @@ from ddpm_helpers.data import DigitsDataset
 from ddpm_helpers.training import (EMA, TrainConfig, TrainingDoctor, TrainingWarning, batch_indices,
                                    export_weights, load_checkpoint, load_model, load_pretrained,
                                    save_checkpoint, smooth, train)
-from ddpm_helpers.unet import UNet
+from ddpm_helpers.recipes import build_unet
 
-FAST = dict(batch_size=8, warmup_steps=4, log_every=4, checkpoint_every_s=None, bf16=False)
+FAST = dict(batch_size=8, warmup_steps=4, log_every=4, checkpoint_every_s=None, mixed_precision="no")
 
 
 def tiny_unet(**overrides):
-    return UNet(image_size=16, block_out_channels=(8, 16), norm_groups=4, attention_heads=2, **overrides)
+    return build_unet(sample_size=16, block_out_channels=(8, 16), norm_num_groups=4, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +175,7 @@ def test_missing_checkpoint_names_the_fix(tmp_path):
 def test_mismatched_model_config_names_the_field(trained):
     _, path = trained
     with pytest.raises(ValueError, match=r"block_out_channels=\[8, 16\].*UNet\(\*\*"):
-        load_checkpoint(path, model=UNet(image_size=16, block_out_channels=(8, 32), norm_groups=4,
-                                         attention_heads=2))
+        load_checkpoint(path, model=build_unet(sample_size=16, block_out_channels=(8, 32), norm_num_groups=4))
 
 
 def test_load_model_gives_the_ema_weights(trained):
