@@ -120,9 +120,12 @@ def _pickled_objects(path):
                 strings.append(arg)
     except Exception:  # zipfile, zlib and pickletools raise many kinds of errors on damaged data
         return None
-    # what torch.save writes for tensors and state_dicts: storages, dtypes, rebuild helpers, OrderedDict
+    # what torch.save writes for tensors and state_dicts: storages, dtypes, rebuild helpers, containers
     plumbing = ("torch", "torch._utils", "torch._tensor", "torch.serialization", "collections")
-    return sorted(f"{module}.{name}" for module, name in found if module not in plumbing)
+    containers = {("builtins", name) for name in ("set", "frozenset", "bytearray", "slice", "complex")}
+    containers |= {("__builtin__", name) for _, name in containers}
+    return sorted(f"{module}.{name}" for module, name in found if module not in plumbing and (module, name)
+                  not in containers)
 
 
 def _unreadable(path, kind_wanted):
@@ -175,6 +178,8 @@ def load_checkpoint(path, model=None, map_location="cpu"):
     """
     if not Path(path).is_file():
         raise _missing(path)
+    if _sniff(path) != "zip":  # torch.load would read a .safetensors file too, as a bare state_dict
+        raise _unreadable(path, "checkpoint")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
