@@ -150,7 +150,7 @@ def _check_before_training(args, s):
     """Everything that can be checked before a minute of training is spent."""
     from ._io import check_output_path
     from .checkpoints import load_checkpoint
-    from .parallel import pick_device
+    from .parallel import pick_device, pick_mixed_precision
 
     check_output_path(s["out"], "--out", folder=True)
     checkpoint = s["out"] / "checkpoint.pt"
@@ -169,10 +169,11 @@ def _check_before_training(args, s):
                                f"got {args.sample_steps}")
     try:
         device = pick_device(args.device, "--device")
+        precision = pick_mixed_precision(args.mixed_precision, device)
     except (TypeError, ValueError) as error:
-        raise CommandLineError(str(error)) from None
+        raise CommandLineError(str(error).replace("mixed_precision", "--mixed-precision")) from None
     s["out"].mkdir(parents=True, exist_ok=True)
-    return checkpoint, device
+    return checkpoint, device, precision
 
 
 def _num_classes(dataset):
@@ -209,11 +210,10 @@ def _build_model(args, s, dataset):
 
 def _train(args):
     from .data import load_dataset
-    from .parallel import pick_mixed_precision
     from .training import TrainConfig, train
 
     s = _settings(args)
-    checkpoint, device = _check_before_training(args, s)
+    checkpoint, device, precision = _check_before_training(args, s)
     dataset = load_dataset(s["dataset"], image_size=s["image_size"], n=args.num_images, seed=args.seed,
                            channels=3 if args.recipe == "seed" else None)
     model = _build_model(args, s, dataset)
@@ -222,7 +222,6 @@ def _train(args):
                          warmup_steps=s["warmup_steps"], grad_clip=s["grad_clip"], seed=args.seed,
                          label_dropout=args.label_dropout, device=str(device), mixed_precision=args.mixed_precision,
                          time_budget_s=None if s["minutes"] is None else s["minutes"] * 60)
-    precision = pick_mixed_precision(args.mixed_precision, device)
     limits = ([f"{steps} steps"] if steps else []) + ([f"{s['minutes']:g} minutes"] if s["minutes"] else [])
     _say(f"Training on {len(dataset)} images, {device}, {precision} precision, for {' or '.join(limits)}. "
          "Ctrl-C stops and saves.")
