@@ -52,9 +52,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(two_processe
     one = distributed_worker.reference_run()
     two = rank0["straight"]
     assert two["step"] == one["step"] == 6
-    # same images, noise and t; only the order of the float sums differs (two half-batch means, averaged)
-    assert max_abs_diff(two["params"], one["params"]) < 1e-5
-    assert max_abs_diff(two["ema"], one["ema"]) < 1e-5
+    # same images, noise and t; only the order of the float sums differs (two half-batch means, averaged),
+    # which Adam's division by sqrt(v) amplifies for weights with tiny gradients: 8.6e-6 measured here,
+    # against steps of up to lr = 1e-3 per weight
+    assert max_abs_diff(two["params"], one["params"]) < 1e-4
+    assert max_abs_diff(two["ema"], one["ema"]) < 1e-4
     torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=1e-5, atol=0)
     moved = max_abs_diff(two["params"], distributed_worker.snapshot_of_init())
     assert moved > 1e-3  # training changed the weights, so equal weights mean something
