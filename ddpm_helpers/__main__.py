@@ -95,8 +95,7 @@ def _parser():
                        help="seed of every random draw (default %(default)s)")
     train.add_argument("--dataset", help="'digits' (embedded, offline), a hub name such as 'mnist', or a folder "
                        "of images (default: digits; seed recipe: huggan/smithsonian_butterflies_subset)")
-    train.add_argument("--image-size", type=_positive_int, default=32, help="train at this resolution "
-                       "(default %(default)s)")
+    train.add_argument("--image-size", type=_positive_int, help="train at this resolution (default 32)")
     train.add_argument("--num-images", type=_positive_int, default=quick(None, 256),
                        help="digits to render (default: 20000)")
     train.add_argument("--channels", type=_channels, help="UNet widths per level, e.g. 32,64 for a small "
@@ -135,9 +134,13 @@ def _settings(args):
     defaults = dict(dataset="digits", batch_size=quick(64, 16), learning_rate=1e-3, out="runs/digits")
     settings = {key: value if value is not None else recipe.get(key, defaults[key]) for key, value in chosen.items()}
     settings["out"] = Path(settings["out"])
+    if recipe and args.channels is not None:
+        raise CommandLineError(f"--channels: the {args.recipe} recipe's model is fixed; drop --channels, or train "
+                               "without --recipe")
+    image_size = args.image_size or recipe.get("image_size", 32)
+    unet = None if "unet" not in recipe else {**recipe["unet"], "sample_size": image_size}
     settings.update(warmup_steps=recipe.get("warmup_steps", 100), grad_clip=recipe.get("grad_clip", 1.0),
-                    channels=recipe.get("channels"), unet=recipe.get("unet"),
-                    image_size=recipe.get("image_size", args.image_size))
+                    unet=unet, image_size=image_size)
     steps, epochs, minutes = args.steps, args.epochs, args.minutes
     if steps is None and epochs is None and minutes is None:
         epochs = recipe.get("epochs")

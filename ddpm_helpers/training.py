@@ -25,7 +25,6 @@ processes). Only dropout inside the model depends on the process count: each pro
 the masks of its own slice of the batch.
 """
 
-import inspect
 import math
 import signal
 import threading
@@ -41,11 +40,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import _checks, parallel
+from . import _train_checks, parallel
 from .checkpoints import (RANDOM_STREAM, export_weights, load_checkpoint, load_model,  # noqa: F401
                           load_pretrained, save_checkpoint)
+from .doctor import TrainingDoctor, TrainingWarning, smooth  # noqa: F401
 from .scheduler import DDPMScheduler
-from .schedules import BETA_SCHEDULES
 
 NUM_BUCKETS = 10  # loss_by_timestep splits 0..T-1 into this many equal ranges of t
 
@@ -72,36 +71,7 @@ class TrainConfig:
     bf16: bool | None = None  # the older spelling: True means mixed_precision="bf16", False means "no"
 
     def __post_init__(self):
-        c = _checks
-        if self.num_steps is not None:
-            self.num_steps = c.positive_int(self.num_steps, "num_steps", hint="or None to train until "
-                                            "time_budget_s runs out")
-        self.batch_size = c.positive_int(self.batch_size, "batch_size")
-        self.learning_rate = c.real(self.learning_rate, "learning_rate", low=0, low_open=True, hint="e.g. 1e-3")
-        self.warmup_steps = c.integer(self.warmup_steps, "warmup_steps", low=0, hint="0 turns warmup off")
-        self.weight_decay = c.real(self.weight_decay, "weight_decay", low=0)
-        if self.grad_clip is not None:
-            self.grad_clip = c.real(self.grad_clip, "grad_clip", low=0, low_open=True,
-                                    hint="None turns clipping off")
-        self.ema_decay = c.real(self.ema_decay, "ema_decay", low=0, high=1, high_open=True, hint="e.g. 0.999")
-        self.seed = c.integer(self.seed, "seed", low=0)
-        self.num_train_timesteps = c.integer(self.num_train_timesteps, "num_train_timesteps", low=2)
-        c.one_of(self.beta_schedule, "beta_schedule", BETA_SCHEDULES)
-        self.label_dropout = c.real(self.label_dropout, "label_dropout", low=0, high=1, high_open=True,
-                                    hint="Ho & Salimans use 0.1 or 0.2")
-        self.checkpoint_every = c.positive_int(self.checkpoint_every, "checkpoint_every")
-        self.log_every = c.positive_int(self.log_every, "log_every")
-        for name in ("checkpoint_every_s", "time_budget_s"):
-            if getattr(self, name) is not None:
-                setattr(self, name, c.real(getattr(self, name), name, low=0, low_open=True, hint="or None"))
-        if self.device is not None and not isinstance(self.device, (str, torch.device)):
-            raise TypeError(f"device must be a string such as 'cpu' or 'cuda', or None; got {self.device!r}")
-        c.one_of(self.mixed_precision, "mixed_precision", parallel.MIXED_PRECISION)
-        c.one_of(self.bf16, "bf16", (None, True, False, "auto"), hint="or use mixed_precision")
-        if self.bf16 in (True, False):
-            self.mixed_precision = "bf16" if self.bf16 else "no"
-        if self.num_steps is None and self.time_budget_s is None:
-            raise ValueError("give num_steps or time_budget_s (or both), or training never stops.")
+        _train_checks.check_config(self)
 
 
 class EMA:
@@ -179,60 +149,6 @@ class TrainState:
         model = deepcopy(self.model).eval()
         self.ema.copy_to(model)
         return model
-
-
-def smooth(values, beta=None):
-    """Bias-corrected exponential moving average of a list (as in Adam): the smoothed curve.
-    ``beta=None`` averages over ~1/20 of the list (beta = 1 - 20 / len), at most 0.98."""
-    if beta is None:
-        beta = min(0.98, max(0.0, 1 - 20 / max(len(values), 1)))
-    out, avg = [], 0.0
-    for i, v in enumerate(values):
-        avg = beta * avg + (1 - beta) * v
-        out.append(avg / (1 - beta ** (i + 1)))
-    return out
-
-
-class TrainingWarning(UserWarning):
-    """The TrainingDoctor's warnings: training runs, but probably not the way you want."""
-
-
-class TrainingDoctor:
-    """Spots the classic failures early and says what to do (called every ``log_every`` steps)."""
-
-    def __init__(self, stuck_after=300, window=100):
-        self.stuck_after, self.window, self.warned = stuck_after, window, set()
-
-    @staticmethod
-    def check_batch(clean_images):
-        low, high = clean_images.min().item(), clean_images.max().item()
-        if not (-1.01 <= low and high <= 1.01):  # NaN fails too
-            raise ValueError(f"training images span [{low:.3g}, {high:.3g}] but must be in [-1, 1] like the "
-                             "noise scale assumes; map [0, 1] images with 2 * x - 1 (data.to_model_range).")
-
-    def __call__(self, state):
-        losses, step = state.losses, state.step
-        if losses and not math.isfinite(losses[-1]):
-            raise FloatingPointError(
-                f"loss is {losses[-1]} at step {step}. Usual causes: learning rate too high (try "
-                f"{state.config.learning_rate / 10:g}, or more warmup_steps); bf16 overflow (try "
-                "mixed_precision='no'); images not in [-1, 1]. Resume from the last checkpoint after fixing it.")
-        w = min(self.window, len(losses) // 3)
-        if step < self.stuck_after or w == 0:
-            return
-        first, last = np.mean(losses[:w]), np.mean(losses[-w:])
-        if abs(last - 1.0) < 0.1:
-            self._warn("stuck", f"loss is still {last:.3f} after {step} steps: that is what predicting zeros "
-                       "scores (E[eps^2] = 1). Is the model output wired to its input and to t? Is the "
-                       "learning rate too small?")
-        elif last >= first:
-            self._warn("flat", f"loss is not falling: mean of the last {w} steps {last:.3f} >= first {w} "
-                       f"steps {first:.3f}. Try a lower learning rate or check the data.")
-
-    def _warn(self, key, message):
-        if key not in self.warned:
-            self.warned.add(key)
-            warnings.warn(message, TrainingWarning, stacklevel=3)
 
 
 def _seed_for(*keys):
@@ -393,7 +309,7 @@ def train(model, dataset, config=None, scheduler=None, checkpoint_path=None, res
     slice). A checkpoint_path must be on a file system that every process sees.
     """
     config = TrainConfig() if config is None else config
-    _check_train_arguments(model, dataset, config, checkpoint_path, callbacks)
+    _train_checks.check_arguments(model, dataset, config, checkpoint_path, callbacks)
     device = parallel.pick_device(config.device, "config.device")
     accelerator, device = parallel.make_accelerator(device, parallel.pick_mixed_precision(config.mixed_precision,
                                                                                           device))
@@ -408,7 +324,7 @@ def train(model, dataset, config=None, scheduler=None, checkpoint_path=None, res
     if checkpoint_path is not None and resume and Path(checkpoint_path).exists():
         checkpoint = load_checkpoint(checkpoint_path, model=model)
         optimizer.load_state_dict(checkpoint["optimizer"])
-    run = _Run(accelerator, None, None, device, _call_kwargs(model), _null_label(model))
+    run = _Run(accelerator, None, None, device, _train_checks.call_kwargs(model), _train_checks.null_label(model))
     _check_first_batch(dataset, config, run, checkpoint["step"] if checkpoint else 0)
     run.model, run.optimizer, before = parallel.prepare(accelerator, model, optimizer)  # DDP: rank 0's weights
     try:
@@ -468,64 +384,14 @@ def _on_any_process(run, *flags):
     return tuple(bool(count > 0) for count in counts.tolist())
 
 
-def _call_kwargs(model):
-    """return_dict=False for models called the diffusers way; nothing for a plain ``forward(x, t)``."""
-    parameters = inspect.signature(model.forward).parameters
-    takes = "return_dict" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-    return {"return_dict": False} if takes else {}
-
-
-def _null_label(model):
-    """The "no label" index K of a class-conditional model (num_class_embeds = K + 1), else None."""
-    num_class_embeds = getattr(getattr(model, "config", None), "num_class_embeds", None)
-    if num_class_embeds is None:
-        return None
-    parameters = inspect.signature(model.forward).parameters
-    if "class_labels" not in parameters:
-        raise TypeError(f"model.config.num_class_embeds={num_class_embeds} makes the model class-conditional, but "
-                        "its forward() takes no class_labels; call signature: model(x_t, t, class_labels=y)")
-    return _checks.integer(num_class_embeds, "model.config.num_class_embeds", low=2,
-                           hint="K classes need K + 1 embeddings: the last one means 'no label'") - 1
-
-
-def _check_train_arguments(model, dataset, config, checkpoint_path, callbacks):
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module (our UNet, diffusers' UNet2DModel ...), "
-                        f"got {type(model).__name__}")
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}; e.g. TrainConfig(num_steps=100)")
-    if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-        raise TypeError(f"dataset must be indexable with a length (e.g. data.load_dataset('digits')), "
-                        f"got {type(dataset).__name__}")
-    if len(dataset) == 0:
-        raise ValueError("dataset is empty (0 images); check the folder or the split, or use "
-                         "data.load_dataset('digits')")
-    if checkpoint_path is not None and Path(checkpoint_path).is_dir():
-        raise ValueError(f"checkpoint_path {str(checkpoint_path)!r} is a folder; name the file, e.g. "
-                         f"{str(Path(checkpoint_path) / 'checkpoint.pt')!r}")
-    if callable(callbacks) or not all(callable(cb) for cb in callbacks):
-        raise TypeError("callbacks must be a list of functions cb(state), e.g. callbacks=[LiveLossPlot()]")
-
-
 def _check_first_batch(dataset, config, run, step):
     """Fail before the first step on images outside [-1, 1] or missing / out-of-range labels."""
-    b = config.batch_size // run.accelerator.num_processes
-    indices = batch_indices(len(dataset), config.batch_size, config.seed, step)[:b]
+    indices = batch_indices(len(dataset), config.batch_size, config.seed, step)[:config.batch_size // run.world]
     images, labels = _get_batch(dataset, indices, config.seed, step)
     TrainingDoctor.check_batch(images)
-    if run.null_label is None:
-        return
-    K = run.null_label
-    all_labels = getattr(dataset, "labels", None)
-    labels = all_labels if isinstance(all_labels, torch.Tensor) else labels
-    if labels is None or (labels < 0).any():
-        raise ValueError("a class-conditional model needs labelled images, but this dataset has no labels (or "
-                         "-1 for 'none'); use a dataset with labels, e.g. the digits or a folder with one "
-                         "subfolder per class, or train a model without num_class_embeds")
-    if labels.max().item() >= K:
-        raise ValueError(f"labels must be in [0, {K - 1}] for num_class_embeds={K + 1} (label {K} means 'no "
-                         f"label'), but the data holds label {labels.max().item()}; build the model with "
-                         f"num_class_embeds={labels.max().item() + 2}")
+    if run.null_label is not None:
+        all_labels = getattr(dataset, "labels", None)  # the whole dataset's, when it has them at hand
+        _train_checks.check_labels(all_labels if isinstance(all_labels, torch.Tensor) else labels, run.null_label)
 
 
 def _restore(state, checkpoint):

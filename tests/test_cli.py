@@ -77,6 +77,7 @@ ERRORS = [  # (arguments after "train", what the one line must name)
     (["--dataset", "/no/such/folder"], ["Image folder not found", "'digits'"]),
     (["--dataset", "huggan/smithsonian_butterflies_subset"], ["Cannot reach the Hugging Face hub", "'digits'"]),
     (["--recipe", "seed"], ["Cannot reach the Hugging Face hub", "smithsonian_butterflies", "'digits'"]),
+    (["--recipe", "seed", "--channels", "16,32"], ["--channels", "recipe's model is fixed"]),
     (["--unknown-option"], ["unrecognized arguments: --unknown-option"]),
 ]
 
