@@ -226,7 +226,8 @@ def _train(args):
                          label_dropout=args.label_dropout, device=str(device), mixed_precision=args.mixed_precision,
                          time_budget_s=None if s["minutes"] is None else s["minutes"] * 60)
     limits = ([f"{steps} steps"] if steps else []) + ([f"{s['minutes']:g} minutes"] if s["minutes"] else [])
-    _say(f"Training on {len(dataset)} images, {device}, {precision} precision, for {' or '.join(limits)}. "
+    precision_text = "float32" if precision == "no" else f"{precision} mixed precision"
+    _say(f"Training on {len(dataset)} images, {device}, {precision_text}, for {' or '.join(limits)}. "
          "Ctrl-C stops and saves.")
     state = train(model, dataset, config, checkpoint_path=checkpoint, resume=args.resume)
     if not state.is_main_process:
