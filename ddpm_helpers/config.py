@@ -17,9 +17,11 @@ def quick(full, quick_value):
 
 
 def default_device(device=None):
-    """The device to run on: ``device`` if given, else CUDA when present, else the CPU."""
+    """The device to run on: ``device`` if given, else CUDA when present, else Apple's MPS, else the CPU."""
     if device is not None:
         return torch.device(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
     return torch.device("cpu")

@@ -192,12 +192,14 @@ def save_pipeline(folder, unet, scheduler):
     """Write ``folder`` in diffusers' pipeline layout (see the module docstring); returns its Path.
 
     ``diffusers.DDPMPipeline.from_pretrained(folder)`` loads it, and so does ``load_pipeline(folder)``.
-    Needs no diffusers. ``unet``: our UNet (conditional or not); ``scheduler``: our DDPMScheduler,
+    Needs no diffusers. ``unet``: our UNet (conditional or not), or diffusers' UNet2DModel (converted
+    with ``UNet.from_diffusers``, which refuses options we lack); ``scheduler``: our DDPMScheduler,
     DDIMScheduler or DPMSolverMultistepScheduler, or diffusers' scheduler of the same name.
     """
+    if type(unet).__name__ == "UNet2DModel":  # diffusers' own: same folder, through our layout
+        unet = UNet.from_diffusers(unet)
     if not isinstance(unet, UNet):
-        raise TypeError(f"unet must be the course's UNet, got {type(unet).__name__}; a diffusers UNet2DModel "
-                        "saves itself with unet.save_pretrained(folder), or convert it with UNet.from_diffusers")
+        raise TypeError(f"unet must be the course's UNet or diffusers' UNet2DModel, got {type(unet).__name__}")
     name = type(scheduler).__name__
     if name not in SCHEDULERS or not isinstance(getattr(scheduler, "config", None), Mapping):
         raise TypeError(f"scheduler must be a {', '.join(SCHEDULERS)} (ours or diffusers'), got {name}")

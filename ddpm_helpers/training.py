@@ -7,13 +7,22 @@ One step (Ho et al. 2020, Algorithm 1), exactly what the seed's loop does:
     loss = mean || eps - eps_theta(x_t, t) ||^2                    (eq. 14, the "simple" loss)
     AdamW step on loss; then the EMA of the weights, which is what we sample with.
 
+A class-conditional model (one with ``config.num_class_embeds``: K classes + 1 "no label")
+is called ``eps_theta(x_t, t, y)``; a share ``label_dropout`` of the labels y is replaced by
+"no label", so the same network also learns the unconditional eps_theta(x_t, t, null) that
+classifier-free guidance needs (Ho & Salimans 2022, Algorithm 1).
+
 Around it: ``TrainConfig`` (every knob), ``EMA``, ``TrainingDoctor`` (NaN, loss stuck at 1,
 loss not falling), a progress bar, callbacks, and checkpoints with exact resume (the file
-format and the ``.safetensors`` export live in checkpoints.py, re-exported here).
+format and the ``.safetensors`` export live in checkpoints.py, re-exported here). Devices,
+mixed precision and several processes: parallel.py.
 
-Determinism: every random draw of step s (the batch, eps, t, dropout) comes from generators
-seeded by (seed, s) alone. A run stopped at any step and resumed from its checkpoint
-therefore ends with the same weights, bit for bit, as one that never stopped.
+Determinism: every random draw of step s (the batch, eps, t, the label dropout, random flips)
+comes from generators seeded by (seed, s) alone, drawn for the whole batch whatever the
+number of processes. A run stopped at any step and resumed from its checkpoint therefore ends
+with the same weights, bit for bit, as one that never stopped (with the same number of
+processes). Only dropout inside the model depends on the process count: each process draws
+the masks of its own slice of the batch.
 """
 
 import math
@@ -21,7 +30,7 @@ import signal
 import threading
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,10 +40,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoints import export_weights, load_checkpoint, load_model, load_pretrained, save_checkpoint  # noqa: F401
-from .config import default_device
+from . import _train_checks, parallel
+from .checkpoints import (RANDOM_STREAM, export_weights, load_checkpoint, load_model,  # noqa: F401
+                          load_pretrained, save_checkpoint)
+from .doctor import TrainingDoctor, TrainingWarning, smooth  # noqa: F401
 from .scheduler import DDPMScheduler
-from .unet import autocast_context
 
 NUM_BUCKETS = 10  # loss_by_timestep splits 0..T-1 into this many equal ranges of t
 
@@ -42,27 +52,26 @@ NUM_BUCKETS = 10  # loss_by_timestep splits 0..T-1 into this many equal ranges o
 @dataclass
 class TrainConfig:
     num_steps: int | None = 4000  # optimizer steps in total (None: until time_budget_s runs out)
-    batch_size: int = 64  # images per step; on a CPU, more (smaller) steps per minute learn faster
+    batch_size: int = 64  # images per step, all processes together; on a CPU, more (smaller) steps learn faster
     learning_rate: float = 1e-3  # AdamW peak lr (the seed uses 4e-4; warmup makes 1e-3 safe)
-    warmup_steps: int = 100  # lr rises linearly from 0 over these steps, then stays constant
+    warmup_steps: int = 100  # lr rises linearly from 0 over these steps, then stays constant (0: no warmup)
     weight_decay: float = 0.01  # AdamW's default, as in the seed
-    grad_clip: float = 1.0  # clip the gradient norm to this (None: no clipping)
+    grad_clip: float | None = 1.0  # clip the gradient norm to this (None: no clipping)
     ema_decay: float = 0.999  # EMA of the weights; the decay warms up as (1 + n) / (10 + n)
     seed: int = 0  # every random draw of step s is a function of (seed, s)
     num_train_timesteps: int = 1000  # T, as in the seed's DDPMScheduler
     beta_schedule: str = "squaredcos_cap_v2"  # the seed's schedule (cosine, Nichol & Dhariwal 2021)
+    label_dropout: float = 0.1  # class-conditional models: share of labels replaced by "no label"
     checkpoint_every: int = 500  # save a checkpoint every this many steps (needs checkpoint_path)
     checkpoint_every_s: float | None = 120.0  # ... and at least every this many seconds
     log_every: int = 50  # call the doctor and the callbacks every this many steps
     time_budget_s: float | None = None  # stop after this many seconds ("train for 10 minutes")
-    device: str | None = None  # None: CUDA if present, else CPU (config.default_device)
-    bf16: bool | str = "auto"  # "auto": bf16 autocast where the hardware has it; True/False force it
+    device: str | None = None  # None: CUDA if present, else Apple's MPS, else CPU (parallel.pick_device)
+    mixed_precision: str = "auto"  # "auto", "no" (float32), "bf16", "fp16" (GPU): see parallel.pick_mixed_precision
+    bf16: bool | None = None  # the older spelling: True means mixed_precision="bf16", False means "no"
 
     def __post_init__(self):
-        if self.num_steps is None and self.time_budget_s is None:
-            raise ValueError("give num_steps or time_budget_s (or both), or training never stops.")
-        if self.batch_size < 1 or self.log_every < 1 or self.checkpoint_every < 1:
-            raise ValueError("batch_size, log_every and checkpoint_every must be positive ints.")
+        _train_checks.check_config(self)
 
 
 class EMA:
@@ -115,12 +124,14 @@ class TrainState:
     scheduler: DDPMScheduler
     config: TrainConfig
     step: int = 0  # optimizer steps done
-    losses: list = field(default_factory=list)  # one float per step
+    losses: list = field(default_factory=list)  # one float per step (the mean over the whole batch)
     bucket_sums: list = field(default_factory=lambda: [0.0] * NUM_BUCKETS)  # decayed loss sums per t range
     bucket_counts: list = field(default_factory=lambda: [0.0] * NUM_BUCKETS)  # decayed sample counts
     images_seen: int = 0
     elapsed: float = 0.0  # seconds of training, summed over resumed runs
     interrupted: bool = False  # stopped by Ctrl-C (after finishing the step and saving)
+    num_processes: int = 1  # processes that trained together (torchrun / accelerate launch)
+    is_main_process: bool = True  # the one process that writes checkpoints, logs and samples
 
     @property
     def loss_by_timestep(self):
@@ -140,64 +151,10 @@ class TrainState:
         return model
 
 
-def smooth(values, beta=None):
-    """Bias-corrected exponential moving average of a list (as in Adam): the smoothed curve.
-    ``beta=None`` averages over ~1/20 of the list (beta = 1 - 20 / len), at most 0.98."""
-    if beta is None:
-        beta = min(0.98, max(0.0, 1 - 20 / max(len(values), 1)))
-    out, avg = [], 0.0
-    for i, v in enumerate(values):
-        avg = beta * avg + (1 - beta) * v
-        out.append(avg / (1 - beta ** (i + 1)))
-    return out
-
-
-class TrainingWarning(UserWarning):
-    """The TrainingDoctor's warnings: training runs, but probably not the way you want."""
-
-
-class TrainingDoctor:
-    """Spots the classic failures early and says what to do (called every ``log_every`` steps)."""
-
-    def __init__(self, stuck_after=300, window=100):
-        self.stuck_after, self.window, self.warned = stuck_after, window, set()
-
-    @staticmethod
-    def check_batch(clean_images):
-        low, high = clean_images.min().item(), clean_images.max().item()
-        if low < -1.01 or high > 1.01:
-            raise ValueError(f"training images span [{low:.3g}, {high:.3g}] but must be in [-1, 1] like the "
-                             "noise scale assumes; map [0, 1] images with 2 * x - 1 (data.to_model_range).")
-
-    def __call__(self, state):
-        losses, step = state.losses, state.step
-        if losses and not math.isfinite(losses[-1]):
-            raise FloatingPointError(
-                f"loss is {losses[-1]} at step {step}. Usual causes: learning rate too high (try "
-                f"{state.config.learning_rate / 10:g}, or more warmup_steps); bf16 overflow (try bf16=False); "
-                "images not in [-1, 1]. Resume from the last checkpoint after fixing it.")
-        w = min(self.window, len(losses) // 3)
-        if step < self.stuck_after or w == 0:
-            return
-        first, last = np.mean(losses[:w]), np.mean(losses[-w:])
-        if abs(last - 1.0) < 0.1:
-            self._warn("stuck", f"loss is still {last:.3f} after {step} steps: that is what predicting zeros "
-                       "scores (E[eps^2] = 1). Is the model output wired to its input and to t? Is the "
-                       "learning rate too small?")
-        elif last >= first:
-            self._warn("flat", f"loss is not falling: mean of the last {w} steps {last:.3f} >= first {w} "
-                       f"steps {first:.3f}. Try a lower learning rate or check the data.")
-
-    def _warn(self, key, message):
-        if key not in self.warned:
-            self.warned.add(key)
-            warnings.warn(message, TrainingWarning, stacklevel=3)
-
-
 def _seed_for(*keys):
-    """A 63-bit seed that is a pure function of the integer keys (numpy's SeedSequence mixing)."""
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint32).astype(np.uint64)
-               .dot([1 << 31, 1]))
+    """A 63-bit seed that is a pure function of the non-negative integer keys: numpy's SeedSequence
+    mixes them into 64 random bits, of which we keep the top 63 (exact integer arithmetic)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, np.uint64)[0]) >> 1
 
 
 @lru_cache(maxsize=2)
@@ -214,11 +171,24 @@ def batch_indices(n, batch_size, seed, step):
     return _epoch_permutation(n, seed, epoch)[i * batch_size:(i + 1) * batch_size]
 
 
-def _get_batch(dataset, indices):
-    """(B, C, H, W) clean images: a slice of the pre-rendered tensor when the dataset has one."""
-    if isinstance(getattr(dataset, "images", None), torch.Tensor):
-        return dataset.images[indices]
-    return torch.stack([dataset[i]["images"] for i in indices.tolist()])
+def _get_batch(dataset, indices, seed, step, first=0):
+    """(images (b, C, H, W), labels (b,) or None) of ``dataset[indices]``; a slice of the
+    pre-rendered tensors when the dataset has them. Random transforms (a flip) draw from
+    generators seeded by (seed, step, position in the batch; ``first`` is indices[0]'s)."""
+    images, labels = getattr(dataset, "images", None), getattr(dataset, "labels", None)
+    if isinstance(images, torch.Tensor):
+        return images[indices], labels[indices] if isinstance(labels, torch.Tensor) else None
+    items = []
+    with torch.random.fork_rng(devices=[]):
+        for j, i in enumerate(indices.tolist()):
+            torch.manual_seed(_seed_for(seed, 4, step, first + j))
+            items.append(dataset[i])
+    if not all(isinstance(item, dict) and isinstance(item.get("images"), torch.Tensor) for item in items):
+        raise TypeError(f"dataset items must be dicts {{'images': (C, H, W) tensor, 'labels': int}} like "
+                        f"data.load_dataset's; got {type(items[0]).__name__}")
+    labels = [item.get("labels") for item in items]
+    labels = None if any(y is None for y in labels) else torch.stack([torch.as_tensor(y) for y in labels]).long()
+    return torch.stack([item["images"] for item in items]), labels
 
 
 def learning_rate_at(step, config):
@@ -226,48 +196,73 @@ def learning_rate_at(step, config):
     return config.learning_rate * min(1.0, (step + 1) / max(1, config.warmup_steps))
 
 
-def _precision_context(config, device):
-    if config.bf16 == "auto":
-        return autocast_context(device)
-    return torch.autocast(device.type, dtype=torch.bfloat16) if config.bf16 else nullcontext()
+@dataclass
+class _Run:
+    """What one ``train()`` call sets up around the TrainState (see parallel.py)."""
+
+    accelerator: object
+    model: torch.nn.Module  # the model as prepared by accelerate (DDP-wrapped with several processes)
+    optimizer: object  # accelerate's wrapper of state.optimizer (it steps the fp16 gradient scaler)
+    device: torch.device
+    call_kwargs: dict  # return_dict=False where the model takes it (diffusers' call signature)
+    null_label: int | None  # "no label" (num_class_embeds - 1) of a class-conditional model, else None
+
+    @property
+    def rank(self):
+        return self.accelerator.process_index
+
+    @property
+    def world(self):
+        return self.accelerator.num_processes
 
 
-def train_step(state, dataset, device):
-    """One optimizer step of the seed's algorithm; returns the loss (a float)."""
-    model, cfg, T = state.model, state.config, state.scheduler.num_train_timesteps
+def train_step(state, dataset, run):
+    """One optimizer step of the seed's algorithm; returns the loss (a float, over the whole batch)."""
+    cfg, T, rank, world = state.config, state.scheduler.num_train_timesteps, run.rank, run.world
     generator = torch.Generator().manual_seed(_seed_for(cfg.seed, 0, state.step))
-    # 1. the batch, the noise eps and one timestep per image: drawn on the CPU, same on any device
-    clean_images = _get_batch(dataset, batch_indices(len(dataset), cfg.batch_size, cfg.seed, state.step))
-    noise = torch.randn(clean_images.shape, generator=generator)  # (B, C, H, W)
-    timesteps = torch.randint(0, T, (clean_images.shape[0],), generator=generator)  # (B,)
-    clean_images, noise, timesteps = clean_images.to(device), noise.to(device), timesteps.to(device)
+    # 1. this process's slice of the batch; eps, t and the label dropout are drawn on the CPU for the
+    #    whole batch (same numbers on any device and any process count), then sliced
+    b = cfg.batch_size // world
+    mine = slice(rank * b, (rank + 1) * b)
+    indices = batch_indices(len(dataset), cfg.batch_size, cfg.seed, state.step)[mine]
+    clean_images, labels = _get_batch(dataset, indices, cfg.seed, state.step, first=rank * b)  # (b, C, H, W)
+    noise = torch.randn((cfg.batch_size, *clean_images.shape[1:]), generator=generator)[mine]  # (b, C, H, W)
+    timesteps = torch.randint(0, T, (cfg.batch_size,), generator=generator)[mine]  # (b,)
+    kwargs = dict(run.call_kwargs)
+    if run.null_label is not None:
+        # Ho & Salimans 2022, Algorithm 1, line 3: with probability p_uncond, c <- null
+        dropped = torch.rand(cfg.batch_size, generator=generator)[mine] < cfg.label_dropout  # (b,)
+        kwargs["class_labels"] = torch.where(dropped, run.null_label, labels).to(run.device)
+    clean_images, noise, timesteps = clean_images.to(run.device), noise.to(run.device), timesteps.to(run.device)
     # 2. forward: x_t, then the model's guess of eps; dropout draws from a seeded global RNG
     noisy_images = state.scheduler.add_noise(clean_images, noise, timesteps)
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), _precision_context(cfg, device):
-        torch.manual_seed(_seed_for(cfg.seed, 3, state.step))
-        noise_pred = model(noisy_images, timesteps, return_dict=False)[0]  # ours and diffusers' UNet2DModel
+    with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+        torch.manual_seed(_seed_for(cfg.seed, 3, state.step, *([rank] if world > 1 else [])))
+        noise_pred = run.model(noisy_images, timesteps, **kwargs)
+    noise_pred = noise_pred if isinstance(noise_pred, torch.Tensor) else noise_pred[0]
     # 3. the loss per image (for loss_by_timestep) and its mean, the seed's F.mse_loss, in fp32
-    loss_per_image = (noise_pred.float() - noise).pow(2).mean(dim=(1, 2, 3))  # (B,)
-    loss = loss_per_image.mean()
-    # 4. backward, clip, AdamW step at this step's learning rate, EMA
-    loss.backward()
-    if cfg.grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    loss_per_image = (noise_pred.float() - noise).pow(2).mean(dim=(1, 2, 3))  # (b,)
+    # 4. backward (gradients averaged over the processes), clip, AdamW step at this step's lr, EMA
+    run.accelerator.backward(loss_per_image.mean())
+    if cfg.grad_clip is not None:
+        run.accelerator.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
     for group in state.optimizer.param_groups:
         group["lr"] = learning_rate_at(state.step, cfg)
-    state.optimizer.step()
-    state.optimizer.zero_grad(set_to_none=True)
-    state.ema.update(model)
-    # 5. bookkeeping: exponentially weighted (0.99 per step) loss sums per range of t
-    buckets = (timesteps * NUM_BUCKETS // T).cpu()
-    sums = torch.bincount(buckets, loss_per_image.detach().cpu().double(), NUM_BUCKETS)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    if not run.accelerator.optimizer_step_was_skipped:  # fp16: the scaler skips steps whose gradients overflowed
+        state.ema.update(state.model)
+    # 5. bookkeeping over the whole batch: exponentially weighted (0.99 per step) loss sums per range of t
+    per_image = torch.stack([loss_per_image.detach(), timesteps.float()], dim=1)  # (b, 2)
+    per_image = (run.accelerator.gather(per_image) if world > 1 else per_image).cpu()  # (B, 2)
+    buckets = (per_image[:, 1].long() * NUM_BUCKETS // T)
+    sums = torch.bincount(buckets, per_image[:, 0].double(), NUM_BUCKETS)
     counts = torch.bincount(buckets, minlength=NUM_BUCKETS)
     state.bucket_sums = [0.99 * s + x for s, x in zip(state.bucket_sums, sums.tolist())]
     state.bucket_counts = [0.99 * c + x for c, x in zip(state.bucket_counts, counts.tolist())]
     state.step += 1
-    state.images_seen += clean_images.shape[0]
-    state.losses.append(loss.item())
+    state.images_seen += cfg.batch_size
+    state.losses.append(per_image[:, 0].mean().item())
     return state.losses[-1]
 
 
@@ -295,59 +290,126 @@ def _stop_on_ctrl_c():
 def train(model, dataset, config=None, scheduler=None, checkpoint_path=None, resume=True, callbacks=(),
           doctor=None, progress=True):
     """Train ``model`` to predict the noise in ``dataset``'s images (items ``{"images": (C, H, W)}``
-    in [-1, 1]); returns a ``TrainState``. With ``checkpoint_path``, saves there every
-    ``checkpoint_every`` steps / ``checkpoint_every_s`` seconds and at the end, and (``resume``)
-    continues from it when it exists. Each callback ``cb(state)`` runs every ``log_every`` steps.
-    Ctrl-C stops cleanly after the current step (saving first). ``doctor``: a TrainingDoctor
-    (default) or any ``doctor(state)``; ``progress``: show a tqdm bar with loss and images/s."""
-    config = config or TrainConfig()
-    device = default_device(config.device)
+    in [-1, 1], plus ``"labels"`` for a class-conditional model); returns a ``TrainState``.
+
+    ``model``: our UNet, diffusers' UNet2DModel or any module called like them,
+    ``model(x_t, t, return_dict=False)[0]`` (or ``model(x_t, t)`` returning a tensor); a model
+    whose ``config.num_class_embeds`` is set is class-conditional and also gets
+    ``class_labels=``. With ``checkpoint_path``, saves there every ``checkpoint_every`` steps /
+    ``checkpoint_every_s`` seconds and at the end, and (``resume``) continues from it when it
+    exists. Each callback ``cb(state)`` runs every ``log_every`` steps. Ctrl-C stops cleanly
+    after the current step (saving first). ``doctor``: a TrainingDoctor (default) or any
+    ``doctor(state)``; ``progress``: a tqdm bar with loss and images/s.
+
+    Several processes (``torchrun``, ``accelerate launch``): every process runs this same call
+    and trains on batch_size / N images of each batch; only the main process saves, shows the
+    bar and runs the callbacks (``state.is_main_process`` tells which one you are). Resume with
+    the same number of processes to continue bit for bit; another number continues the same
+    run up to float rounding (and the model's dropout masks, which each process draws for its
+    slice). A checkpoint_path must be on a file system that every process sees.
+    """
+    config = TrainConfig() if config is None else config
+    _train_checks.check_arguments(model, dataset, config, checkpoint_path, callbacks)
+    device = parallel.pick_device(config.device, "config.device")
+    accelerator, device = parallel.make_accelerator(device, parallel.pick_mixed_precision(config.mixed_precision,
+                                                                                          device))
+    if config.batch_size % accelerator.num_processes:
+        raise ValueError(f"batch_size={config.batch_size} must be divisible by the number of processes "
+                         f"({accelerator.num_processes}): each trains on batch_size / {accelerator.num_processes} "
+                         "images per step")
     model.to(device).train()
     scheduler = scheduler or DDPMScheduler(config.num_train_timesteps, beta_schedule=config.beta_schedule)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    state = TrainState(model, optimizer, EMA(model, config.ema_decay), scheduler, config)
+    checkpoint = None
     if checkpoint_path is not None and resume and Path(checkpoint_path).exists():
-        _restore(state, load_checkpoint(checkpoint_path, model=model))
-    doctor = doctor or TrainingDoctor()
-    first_batch = batch_indices(len(dataset), config.batch_size, config.seed, state.step)
-    TrainingDoctor.check_batch(_get_batch(dataset, first_batch))
+        checkpoint = load_checkpoint(checkpoint_path, model=model)
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    run = _Run(accelerator, None, None, device, _train_checks.call_kwargs(model), _train_checks.null_label(model))
+    _check_first_batch(dataset, config, run, checkpoint["step"] if checkpoint else 0)
+    run.model, run.optimizer, before = parallel.prepare(accelerator, model, optimizer)  # DDP: rank 0's weights
+    try:
+        state = TrainState(model, optimizer, EMA(model, config.ema_decay), scheduler, config,
+                           num_processes=accelerator.num_processes, is_main_process=accelerator.is_main_process)
+        if checkpoint is not None:
+            _restore(state, checkpoint)
+        _loop(state, dataset, run, checkpoint_path, callbacks, doctor or TrainingDoctor(), progress)
+    finally:
+        parallel.release(model, before)
+    return state
+
+
+def _loop(state, dataset, run, checkpoint_path, callbacks, doctor, progress):
+    config, main = state.config, state.is_main_process
     total, saved_step = config.num_steps, state.step
     start_time = last_save = time.perf_counter()
     start_elapsed, start_images = state.elapsed, state.images_seen
-    bar = tqdm(total=total, initial=state.step, disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total, initial=state.step, disable=not (progress and main), unit="step", dynamic_ncols=True)
     with _stop_on_ctrl_c() as stop, bar:
-        while (total is None or state.step < total) and not stop.is_set():
-            loss = train_step(state, dataset, device)
+        while total is None or state.step < total:
+            loss = train_step(state, dataset, run)
             now = time.perf_counter()
             state.elapsed = start_elapsed + now - start_time
             images_per_s = (state.images_seen - start_images) / max(now - start_time, 1e-9)
             bar.update(1)
             bar.set_postfix(loss=f"{state.smoothed_loss:.4f}", img_s=f"{images_per_s:.0f}", refresh=False)
             if state.step % config.log_every == 0 or not math.isfinite(loss):
-                doctor(state)
-                for callback in callbacks:
+                with warnings.catch_warnings():
+                    if not main:  # the losses are the same everywhere: warn once, from the main process
+                        warnings.simplefilter("ignore", TrainingWarning)
+                    doctor(state)
+                for callback in callbacks if main else ():
                     callback(state)
             due = state.step % config.checkpoint_every == 0 or (
                 config.checkpoint_every_s is not None and now - last_save >= config.checkpoint_every_s)
-            if checkpoint_path is not None and due:
+            if checkpoint_path is not None and due and main:
                 save_checkpoint(checkpoint_path, state)
                 saved_step, last_save = state.step, time.perf_counter()
-            if config.time_budget_s is not None and now - start_time >= config.time_budget_s:
+            out_of_time = config.time_budget_s is not None and now - start_time >= config.time_budget_s
+            interrupted, out_of_time = _on_any_process(run, stop.is_set(), out_of_time)  # all stop together
+            if interrupted:
+                stop.set()
+            if interrupted or out_of_time:
                 break
         state.interrupted = stop.is_set()
-    if checkpoint_path is not None and saved_step != state.step:
+    if checkpoint_path is not None and saved_step != state.step and main:
         save_checkpoint(checkpoint_path, state)
-    return state
+    run.accelerator.wait_for_everyone()  # when train() returns, the checkpoint is there for every process
+
+
+def _on_any_process(run, *flags):
+    """Each flag True on every process when it is True on any (one all-reduce with several processes)."""
+    if run.world == 1:
+        return flags
+    counts = run.accelerator.reduce(torch.tensor([float(f) for f in flags], device=run.device), "sum")
+    return tuple(bool(count > 0) for count in counts.tolist())
+
+
+def _check_first_batch(dataset, config, run, step):
+    """Fail before the first step on images outside [-1, 1] or missing / out-of-range labels."""
+    indices = batch_indices(len(dataset), config.batch_size, config.seed, step)[:config.batch_size // run.world]
+    images, labels = _get_batch(dataset, indices, config.seed, step)
+    TrainingDoctor.check_batch(images)
+    if run.null_label is not None:
+        all_labels = getattr(dataset, "labels", None)  # the whole dataset's, when it has them at hand
+        _train_checks.check_labels(all_labels if isinstance(all_labels, torch.Tensor) else labels, run.null_label)
 
 
 def _restore(state, checkpoint):
-    """Put a loaded checkpoint's optimizer, EMA and history into ``state`` (weights: load_checkpoint)."""
-    names = ("seed", "batch_size", "learning_rate", "warmup_steps", "beta_schedule", "ema_decay")
-    changed = [name for name in names if checkpoint["train_config"].get(name) != getattr(state.config, name)]
+    """Put a loaded checkpoint's EMA and history into ``state`` (weights and optimizer: train())."""
+    names = ("seed", "batch_size", "learning_rate", "warmup_steps", "beta_schedule", "ema_decay", "label_dropout")
+    changed = [name for name in names if checkpoint["train_config"].get(name, getattr(state.config, name))
+               != getattr(state.config, name)]
     if changed:
         warnings.warn(f"resuming with different {changed} than the checkpoint: the run will not match an "
                       "uninterrupted one.", TrainingWarning, stacklevel=3)
-    state.optimizer.load_state_dict(checkpoint["optimizer"])
+    if checkpoint.get("random_stream") != RANDOM_STREAM:
+        warnings.warn("this checkpoint was written by an older ddpm_helpers, which drew its random numbers "
+                      "differently: the resumed run is a sound run, but not bit for bit the old one continued.",
+                      TrainingWarning, stacklevel=3)
+    elif checkpoint.get("num_processes", 1) != state.num_processes:
+        warnings.warn(f"resuming with {state.num_processes} process(es) a run saved by "
+                      f"{checkpoint.get('num_processes', 1)}: it continues up to float rounding, not bit for bit.",
+                      TrainingWarning, stacklevel=3)
     state.ema.load_state_dict(checkpoint["ema"])
     for key in ("step", "images_seen", "elapsed", "losses", "bucket_sums", "bucket_counts"):
         setattr(state, key, checkpoint[key])

@@ -156,7 +156,7 @@ def folder_cases(tmp_path):
         ("unknown scheduler", _writer(tmp_path, _edit_json("model_index.json", scheduler=["diffusers", "PNDMScheduler"])),
          ValueError, ["PNDMScheduler", "DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler"]),
         ("save: not our unet", lambda: save_pipeline(tmp_path / "p", torch.nn.Linear(2, 2), DDPMScheduler()), TypeError,
-         ["unet must be the course's UNet", "Linear", "UNet.from_diffusers"]),
+         ["unet must be the course's UNet or diffusers' UNet2DModel", "Linear"]),
         ("save: not a scheduler", lambda: save_pipeline(tmp_path / "p", small(), "ddpm"), TypeError,
          ["scheduler must be a DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler", "str"]),
         ("save: folder is a file", lambda: (tmp_path.joinpath("file").write_text("x"),

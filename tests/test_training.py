@@ -5,7 +5,7 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 import torch
@@ -16,13 +16,13 @@ from ddpm_helpers.data import DigitsDataset
 from ddpm_helpers.training import (EMA, TrainConfig, TrainingDoctor, TrainingWarning, batch_indices,
                                    export_weights, load_checkpoint, load_model, load_pretrained,
                                    save_checkpoint, smooth, train)
-from ddpm_helpers.unet import UNet
+from ddpm_helpers.recipes import build_unet
 
-FAST = dict(batch_size=8, warmup_steps=4, log_every=4, checkpoint_every_s=None, bf16=False)
+FAST = dict(batch_size=8, warmup_steps=4, log_every=4, checkpoint_every_s=None, mixed_precision="no")
 
 
 def tiny_unet(**overrides):
-    return UNet(sample_size=16, block_out_channels=(8, 16), norm_num_groups=4, attention_head_dim=8, **overrides)
+    return build_unet(sample_size=16, block_out_channels=(8, 16), norm_num_groups=4, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +175,7 @@ def test_missing_checkpoint_names_the_fix(tmp_path):
 def test_mismatched_model_config_names_the_field(trained):
     _, path = trained
     with pytest.raises(ValueError, match=r"block_out_channels=\[8, 16\].*UNet\(\*\*"):
-        load_checkpoint(path, model=UNet(sample_size=16, block_out_channels=(8, 32), norm_num_groups=4,
-                                         attention_head_dim=8))
+        load_checkpoint(path, model=build_unet(sample_size=16, block_out_channels=(8, 32), norm_num_groups=4))
 
 
 def test_load_model_gives_the_ema_weights(trained):
@@ -314,3 +313,241 @@ def test_cli_trains_exports_and_loads(tmp_path):
     ema_model, _ = load_model(out / "checkpoint.pt")
     for (name, a), b in zip(model.named_parameters(), ema_model.parameters()):
         assert torch.equal(a, b), name
+
+
+# ---- devices and mixed precision (the selection logic, without the hardware) ----
+
+def test_default_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    from ddpm_helpers.config import default_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert default_device() == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_device() == torch.device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert default_device() == torch.device("cpu")
+    assert default_device("cuda:1") == torch.device("cuda:1")  # an explicit choice is kept
+
+
+def test_pick_device_refuses_devices_that_are_not_here(monkeypatch):
+    from ddpm_helpers.parallel import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"device 'cuda'.*no CUDA GPU.*'cpu'"):
+        pick_device("cuda")
+    with pytest.raises(ValueError, match="MPS is not available"):
+        pick_device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ValueError, match=r"only 2 GPU\(s\).*\[0, 1\]"):
+        pick_device("cuda:2")
+
+
+@pytest.mark.parametrize("device, bf16_hardware, expected", [
+    ("cuda", True, "bf16"), ("cuda", False, "fp16"),  # fp16 comes with accelerate's gradient scaler
+    ("cpu", True, "bf16"), ("cpu", False, "no"), ("mps", True, "no")])
+def test_auto_mixed_precision_follows_the_hardware(monkeypatch, device, bf16_hardware, expected):
+    from ddpm_helpers import parallel
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16_hardware)
+    monkeypatch.setattr(parallel, "cpu_has_native_bf16", lambda: bf16_hardware)
+    assert parallel.pick_mixed_precision("auto", torch.device(device)) == expected
+    assert parallel.pick_mixed_precision("no", torch.device(device)) == "no"  # asked for: kept
+
+
+def test_auto_mixed_precision_takes_the_launchers_choice(monkeypatch):
+    from ddpm_helpers import parallel
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")  # accelerate launch --mixed_precision fp16
+    assert parallel.pick_mixed_precision("auto", torch.device("cuda")) == "fp16"
+    assert parallel.pick_mixed_precision("bf16", torch.device("cuda")) == "bf16"
+    with pytest.raises(ValueError, match="fp16.*needs a GPU"):
+        parallel.pick_mixed_precision("fp16", torch.device("cpu"))
+
+
+def test_bf16_training_leaves_a_plain_float32_model(digits):
+    """accelerate wraps forward in bf16 autocast for training; afterwards the model is plain again."""
+    model = tiny_unet()
+    dtypes = []
+    model.conv_out.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    train(model, digits, TrainConfig(num_steps=2, **{**FAST, "mixed_precision": "bf16"}), progress=False)
+    assert dtypes == [torch.bfloat16] * 2
+    assert not {"forward", "_original_forward", "_is_accelerate_prepared"} & set(model.__dict__)
+    model(torch.zeros(1, 1, 16, 16), 0)
+    assert dtypes[-1] == torch.float32
+    train(model, digits, TrainConfig(num_steps=1, **FAST), progress=False)  # float32 now: accelerate set up anew
+    assert dtypes[-1] == torch.float32
+
+
+# ---- any model with the diffusers call signature ----
+
+def tiny_diffusers_unet(**overrides):
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    return diffusers.UNet2DModel(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(16, 32),
+                                 layers_per_block=1, norm_num_groups=8, attention_head_dim=8,
+                                 down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                                 up_block_types=("AttnUpBlock2D", "UpBlock2D"), **overrides)
+
+
+def test_diffusers_unet_trains_and_its_checkpoint_loads_and_exports(digits, tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    state = train(tiny_diffusers_unet(), digits, TrainConfig(num_steps=3, **FAST), checkpoint_path=path,
+                  progress=False)
+    assert load_checkpoint(path)["model_config"]["_class_name"] == "UNet2DModel"
+    model, _ = load_model(path)
+    assert type(model).__name__ == "UNet2DModel" and not model.training
+    for name, p in model.named_parameters():
+        assert torch.equal(p, state.ema.shadow[name]), name
+    exported, _ = load_pretrained(export_weights(path, tmp_path / "w.safetensors", dtype="fp32"))
+    x = torch.randn(2, 1, 16, 16)
+    torch.testing.assert_close(exported(x, 10).sample, model(x, 10).sample, rtol=0, atol=0)
+
+
+def test_a_model_we_cannot_rebuild_says_so(digits, tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    train(ConstantModel(0.0), digits, TrainConfig(num_steps=1, **FAST), checkpoint_path=path, progress=False)
+    with pytest.raises(ValueError, match=r"cannot rebuild \(.*ConstantModel\).*load_state_dict"):
+        load_model(path)
+    out = export_weights(path, tmp_path / "w.safetensors")  # the weights still export ...
+    with pytest.raises(ValueError, match=r"cannot rebuild \(.*ConstantModel\)"):
+        load_pretrained(out)  # ... and loading them names the model to build
+
+
+# ---- class-conditional training with label dropout ----
+
+class LabelRecorder(torch.nn.Module):
+    """A stand-in class-conditional model (diffusers' call signature) that records its labels."""
+
+    def __init__(self, num_class_embeds=11):
+        super().__init__()
+        self.config = type("Config", (), {"num_class_embeds": num_class_embeds, "in_channels": 1})()
+        self.embedding = torch.nn.Embedding(num_class_embeds, 1)
+        self.scale = torch.nn.Parameter(torch.zeros(()))
+        self.calls = []
+
+    def forward(self, sample, timestep, class_labels=None, return_dict=True):
+        self.calls.append((sample.detach().clone(), timestep.clone(), class_labels.clone()))
+        out = self.scale * sample + self.embedding(class_labels)[:, :, None, None]
+        return (out,) if not return_dict else {"sample": out}
+
+
+def test_label_dropout_replaces_a_share_of_labels_by_no_label(digits):
+    model = LabelRecorder()
+    config = TrainConfig(num_steps=60, **{**FAST, "batch_size": 16})  # label_dropout 0.1 by default
+    train(model, digits, config, progress=False)
+    labels = torch.cat([call[2] for call in model.calls])
+    dropped = labels == 10
+    assert 0.07 < dropped.float().mean().item() < 0.13, dropped.float().mean()  # 960 draws of p = 0.1
+    true_labels = torch.cat([digits.labels[batch_indices(len(digits), 16, config.seed, s)] for s in range(60)])
+    assert torch.equal(labels[~dropped], true_labels[~dropped])  # the others are the images' own labels
+    model = LabelRecorder()
+    train(model, digits, replace(config, num_steps=5, label_dropout=0.0), progress=False)
+    assert not any((call[2] == 10).any() for call in model.calls)
+
+
+def test_labels_leave_the_noise_and_timesteps_of_a_step_unchanged(digits):
+    conditional, plain = LabelRecorder(), Recorder()
+    config = TrainConfig(num_steps=2, **FAST)
+    train(conditional, digits, config, progress=False)
+    train(plain, digits, config, progress=False)
+    for (x_c, t_c, _), (x_u, t_u) in zip(conditional.calls, plain.calls):
+        assert torch.equal(t_c, t_u) and torch.equal(x_c, x_u)
+
+
+class Recorder(torch.nn.Module):
+    """An unconditional stand-in that records (x_t, t)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.zeros(()))
+        self.calls = []
+
+    def forward(self, sample, timestep):
+        self.calls.append((sample.detach().clone(), timestep.clone()))
+        return self.scale * sample
+
+
+def assert_resume_is_exact(build_model, data, tmp_path, **overrides):
+    config = TrainConfig(num_steps=10, seed=3, **{**FAST, "log_every": 1, "checkpoint_every": 4, **overrides})
+
+    def make_model():
+        torch.manual_seed(0)
+        return build_model()
+
+    straight = train(make_model(), data, config, progress=False)
+
+    def kill_at_step_6(state):
+        if state.step == 6:
+            raise RuntimeError("killed")
+
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(RuntimeError, match="killed"):
+        train(make_model(), data, config, checkpoint_path=path, callbacks=[kill_at_step_6], progress=False)
+    resumed = train(make_model(), data, config, checkpoint_path=path, progress=False)
+    assert resumed.losses == straight.losses
+    for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b), name
+    for name, a in straight.ema.shadow.items():
+        assert torch.equal(a, resumed.ema.shadow[name]), name
+    return straight
+
+
+def test_conditional_diffusers_unet_resumes_exactly(digits, tmp_path):
+    straight = assert_resume_is_exact(lambda: tiny_diffusers_unet(num_class_embeds=11), digits, tmp_path,
+                                      label_dropout=0.3)
+    assert straight.smoothed_loss < 1.5
+
+
+def test_conditional_course_unet_trains_and_resumes_exactly(digits, tmp_path):
+    assert_resume_is_exact(lambda: tiny_unet(num_class_embeds=11), digits, tmp_path)
+
+
+def test_conditional_training_needs_labels_in_range(digits):
+    too_few = LabelRecorder(num_class_embeds=10)  # 9 classes + 'no label', but the digits have 10
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 8\].*num_class_embeds=11"):
+        train(too_few, digits, TrainConfig(num_steps=1, **FAST), progress=False)
+
+
+# ---- datasets with random transforms ----
+
+class RandomlyFlipped(torch.utils.data.Dataset):
+    """Items drawn through torch's global RNG, like torchvision's RandomHorizontalFlip."""
+
+    def __init__(self, images):
+        self.images_ = images
+
+    def __len__(self):
+        return len(self.images_)
+
+    def __getitem__(self, i):
+        image = self.images_[i]
+        return {"images": image.flip(-1) if torch.rand(()) < 0.5 else image, "labels": torch.tensor(0)}
+
+
+def test_random_transforms_are_seeded_per_step_so_resume_stays_exact(tmp_path):
+    data = RandomlyFlipped(DigitsDataset(n=40, image_size=16).images)
+    torch.manual_seed(0)
+    first = Recorder()
+    train(first, data, TrainConfig(num_steps=2, **FAST), progress=False)
+    torch.manual_seed(12345)  # the global RNG's state does not leak into the batches
+    second = Recorder()
+    train(second, data, TrainConfig(num_steps=2, **FAST), progress=False)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first.calls, second.calls))
+    assert_resume_is_exact(lambda: tiny_unet(), data, tmp_path)
+
+
+def test_seeds_are_exact_63_bit_integers():
+    from ddpm_helpers.training import _seed_for
+
+    seeds = [_seed_for(0, 0, step) for step in range(200)]
+    assert all(0 <= s < 2**63 for s in seeds) and len(set(seeds)) == 200
+    # computed through float64 they kept 53 significant bits: the low bits of large seeds were all 0
+    assert sum(s % 1024 != 0 for s in seeds if s >= 2**53) > 150
+    assert _seed_for(0, 0, 1) == _seed_for(0, 0, 1) != _seed_for(0, 1, 0)

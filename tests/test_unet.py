@@ -14,7 +14,7 @@ from ddpm_helpers.checkpoints import load_checkpoint, load_model, load_pretraine
 from ddpm_helpers.data import DigitsDataset
 from ddpm_helpers.pipeline import upgrade_legacy_config, upgrade_legacy_state_dict
 from ddpm_helpers.scheduler import DDIMScheduler
-from ddpm_helpers.training import TrainConfig, train
+from ddpm_helpers.training import TrainConfig, TrainingWarning, train
 from ddpm_helpers.unet import (
     Downsample,
     SelfAttention,
@@ -335,31 +335,27 @@ def test_legacy_checkpoint_and_export_load_with_the_old_outputs():
     assert checkpoint["model_config"]["attention_head_dim"] == 4 and "image_size" not in checkpoint["model_config"]
 
 
-def test_legacy_checkpoint_resumes_exactly(tmp_path):
-    """Resumed with today's code, the old run ends where the old code's resumed run ended: the
-    optimizer state is renumbered to today's parameter order, the EMA renamed. One exception: the
-    key bias of attention, which softmax ignores (its gradient is 0 up to rounding, so Adam's steps
-    on it follow the rounding noise, which depends on the parameter order of the gradient norm)."""
-    ref = load_file(DATA / "legacy_resumed_step5.safetensors")
+def test_legacy_checkpoint_resumes(tmp_path):
+    """An old run loads into today's layout exactly (weights, EMA and optimizer state renamed and
+    renumbered) and resumes. Not bit for bit as the old code would have continued: the random
+    stream changed since (exact 63-bit seeds), and train() says so."""
     path = tmp_path / "checkpoint.pt"
     shutil.copy(DATA / "legacy_checkpoint.pt", path)
-    config = upgrade_legacy_config(torch.load(path, weights_only=True)["model_config"])
-    torch.manual_seed(0)
+    old = torch.load(path, weights_only=True)
+    config = upgrade_legacy_config(old["model_config"])
     fast = dict(batch_size=4, warmup_steps=2, log_every=2, checkpoint_every_s=None, bf16=False)
-    state = train(UNet(**config), DigitsDataset(n=32, image_size=8), TrainConfig(num_steps=5, **fast),
-                  checkpoint_path=path, progress=False)
-    assert state.step == 5
-    old_model = upgrade_legacy_state_dict({k[6:]: v for k, v in ref.items() if k.startswith("model.")})
-    old_ema = upgrade_legacy_state_dict({k[4:]: v for k, v in ref.items() if k.startswith("ema.")})
-
-    def without_key_bias(name, tensor):
-        C = tensor.numel() // 3
-        return torch.cat([tensor[:C], tensor[2 * C:]]) if name.endswith("to_qkv.bias") else tensor
-
-    for name, tensor in state.model.state_dict().items():
-        for ours, old in ((tensor, old_model[name]), (state.ema.shadow[name], old_ema[name])):
-            torch.testing.assert_close(without_key_bias(name, ours), without_key_bias(name, old), rtol=0, atol=1e-6,
-                                       msg=name)
-    torch.testing.assert_close(eps(state.ema_model, ref["x"], torch.tensor([3, 900])), ref["eps_ema_step5"],
-                               rtol=0, atol=1e-6)
+    data = DigitsDataset(n=32, image_size=8)
+    with pytest.warns(TrainingWarning, match="drew its random numbers differently"):
+        loaded = train(UNet(**config), data, TrainConfig(num_steps=old["step"], **fast), checkpoint_path=path,
+                       progress=False)
+    assert loaded.step == old["step"] == 2
+    for name, tensor in upgrade_legacy_state_dict(old["model"]).items():
+        torch.testing.assert_close(loaded.model.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
+    for name, tensor in upgrade_legacy_state_dict(old["ema"]["shadow"]).items():
+        torch.testing.assert_close(loaded.ema.shadow[name], tensor, rtol=0, atol=0, msg=name)
+    moments = [s["exp_avg_sq"] for s in loaded.optimizer.state_dict()["state"].values()]
+    assert len(moments) == len(old["optimizer"]["state"]) and all(m.abs().sum() > 0 for m in moments)
+    with pytest.warns(TrainingWarning, match="drew its random numbers differently"):
+        state = train(UNet(**config), data, TrainConfig(num_steps=5, **fast), checkpoint_path=path, progress=False)
+    assert state.step == 5 and math.isfinite(state.losses[-1])
     assert "sample_size" in load_checkpoint(path)["model_config"]  # saved again in today's names
