@@ -360,19 +360,20 @@ def check_step(fn, scheduler=None, seed=0):
     x_t, eps = torch.randn((4, 1, 8, 8), generator=g), torch.randn((4, 1, 8, 8), generator=g)
     T = len(scheduler.alphas_cumprod)
     times = [t for t in dict.fromkeys((T // 2, min(10, T - 1), min(1, T - 1), 0, T - 1))]
-    for t in times:
+    means = {}
+    for t in times:  # first the noise of step 6 at every t: it does not depend on the mean
         z = torch.randn(x_t.shape, generator=g)
-        mean = expect_tensor(call(fn, eps, t, x_t, torch.zeros_like(z)), x_t, "x_prev")
-        with_noise = expect_tensor(call(fn, eps, t, x_t, z), x_t, "x_prev")
-        added = with_noise - mean
+        means[t] = expect_tensor(call(fn, eps, t, x_t, torch.zeros_like(z)), x_t, "x_prev")
+        added = expect_tensor(call(fn, eps, t, x_t, z), x_t, "x_prev") - means[t]
         scale = ((added * z).sum() / (z * z).sum()).item()
         if (added - scale * z).abs().max() > 1e-3 * max(1.0, abs(scale)):
             raise NotYet(f"at t = {t} the noise part of your x_prev is not a multiple of `noise`.",
                          "Step 6 adds the noise once, scaled by one number.", STEP)
         _check_noise_scale(scale, t, scheduler)
+    for t in times:  # then the mean, steps 2-5
         _, expected, _ = reverse_step_parts(eps, t, x_t, scheduler)
-        if not torch.allclose(mean, expected, rtol=2e-3, atol=1e-3):
-            diagnose(mean, expected, _step_mean_mistakes(eps, t, x_t, scheduler), (
+        if not torch.allclose(means[t], expected, rtol=2e-3, atol=1e-3):
+            diagnose(means[t], expected, _step_mean_mistakes(eps, t, x_t, scheduler), (
                 f"at t = {t} the mean of your step (its value with noise = 0) differs from eq. 7's posterior "
                 "mean by up to {worst:.3g}.",
                 "Steps 2-5 make the mean: x0_pred (eq. 15), clipped to [-1, 1], then the posterior mean of eq. 7. "

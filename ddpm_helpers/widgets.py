@@ -243,7 +243,7 @@ def _check_step(step, T):
 
 
 def _alpha_bar_text(value):
-    return f"alpha_bar_t = {value:.4f}" if value >= 1e-3 else f"alpha_bar_t = {value:.1e}"
+    return f"alpha_bar_t = {value:.5f}" if value >= 1e-3 else f"alpha_bar_t = {value:.1e}"
 
 
 def draw_forward_frame(fig, x_t, t, alphas_cumprod):
