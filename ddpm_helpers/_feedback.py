@@ -30,6 +30,8 @@ class NotYet(Exception):
 
 @dataclass
 class Feedback:
+    """What a check found: ``ok``, or the hints that say why not (level 1 is printed at once)."""
+
     ok: bool
     hints: tuple = ()
     shown: int = 1  # hints printed so far
@@ -70,7 +72,7 @@ def show_hint(level=None):
     feedback.shown = max(feedback.shown, level)
 
 
-def exercise_check(*arg_names, name="your function"):
+def exercise_check(*arg_names):
     """Decorate a check whose first argument is the learner's function, called with ``arg_names``.
 
     The check returns a success message or raises NotYet; the decorator prints it, returns
@@ -192,8 +194,9 @@ def expect_tensor(result, like, what):
                      "indexed or compared).")
     if tuple(result.shape) != shape:
         raise NotYet(f"your function returned a tensor of shape {tuple(result.shape)}; {what} must have shape "
-                     f"{shape}.", "a shape problem: alphas_cumprod[t] for B timesteps has shape (B,), one number per "
-                     "image; to scale whole images it needs the shape (B, 1, 1, 1) (.view(-1, 1, 1, 1)).")
+                     f"{shape}.", "Look for an operation that broadcast the wrong axes: one number per image "
+                     "(like alphas_cumprod[t] for B timesteps, shape (B,)) needs the shape (B, 1, 1, 1) "
+                     "(.view(-1, 1, 1, 1)) to scale whole images.")
     if result.dtype != like.dtype:
         raise NotYet(f"your function returned a {result.dtype} tensor; {what} must be {like.dtype} like the "
                      f"inputs (the model would refuse {result.dtype}). Did a float64 number sneak in?")

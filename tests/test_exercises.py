@@ -379,3 +379,14 @@ def test_the_folded_solutions_pass_their_checks(notebook, capsys):
         check = getattr(exercises, check_name)
         args = eval(f"[{extra.lstrip(', ')}]", namespace) if extra else []  # noqa: S307
         assert check(namespace[function_name], *args) is True, capsys.readouterr().out
+
+
+def test_sampling_loop_check_with_a_model_that_returns_an_output_object(capsys):
+    """Models called like diffusers' return an object with .sample; a loop that forgets it gets a hint."""
+    from ddpm_helpers._reverse_exercises import TinyNoiseModel
+
+    model = TinyNoiseModel()
+    assert check_sampling_loop(sampling_loop, model, SCHEDULER, num_inference_steps=3) is True
+    capsys.readouterr()
+    assert check_sampling_loop(lambda *a: sampling_loop(*a, sample_attr=False), model, SCHEDULER, 3) is False
+    assert "model(x_t, t).sample" in first_hint(capsys)
