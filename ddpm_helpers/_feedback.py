@@ -152,7 +152,9 @@ def _error_hints(error):
                        "number per image, and (B,) lines up with the *last* axis of a (B, C, H, W) image.",
                 "give the per-image number the shape (B, 1, 1, 1) (with .view(-1, 1, 1, 1)), so that it "
                 "multiplies a whole image.")
-    if re.search(r"'\w*(Output|Prediction)' object", message):
+    if "SchedulerOutput" in message:
+        return (first + " scheduler.step returns an output object: the next sample is its .prev_sample.",)
+    if re.search(r"\b\w*(Output|Prediction)\b", message):  # UNetOutput, UNet2DOutput, the checks' NoisePrediction
         return (first + " The model returns an output object, like diffusers' models: the predicted "
                         "noise is its .sample, model(x_t, t).sample.",)
     if isinstance(error, NameError):

@@ -17,6 +17,19 @@ from ddpm_helpers.exercises import (
 from ddpm_helpers.scheduler import DDIMScheduler, DDPMScheduler
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_unet():
+    """A small course UNet (8x8, widths 8 and 16), under diffusers' config names or the older ones."""
+    from ddpm_helpers.unet import UNet
+
+    torch.manual_seed(0)
+    try:
+        return UNet(block_out_channels=(8, 16), norm_num_groups=8, sample_size=8)
+    except TypeError:  # the UNet before it took UNet2DModel's names
+        return UNet(block_out_channels=(8, 16), norm_groups=8, image_size=8)
+
+
 SCHEDULER = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
 LINEAR = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0).float()
 
@@ -257,10 +270,7 @@ def test_training_loss_check_without_square_roots(capsys):
 
 
 def test_training_loss_check_with_the_course_unet(capsys):
-    from ddpm_helpers.unet import UNet
-
-    torch.manual_seed(0)
-    model = UNet(block_out_channels=(8, 16), norm_groups=8, image_size=8).train()
+    model = tiny_unet().train()
     from ddpm_helpers._feedback import predict_noise  # our UNet returns a tensor or an object with .sample
 
     loss = lambda m, s, x0, t, n: F.mse_loss(predict_noise(m, s.add_noise(x0, n, t), t), n)  # noqa: E731
@@ -321,10 +331,7 @@ def sampling_loop(model, scheduler, shape, generator, carry="prev_sample", sampl
 
 
 def test_sampling_loop_check(capsys):
-    from ddpm_helpers.unet import UNet
-
-    torch.manual_seed(0)
-    model = UNet(block_out_channels=(8, 16), norm_groups=8, image_size=8).eval()
+    model = tiny_unet().eval()
     assert check_sampling_loop(sampling_loop, model, SCHEDULER, num_inference_steps=5) is True
     capsys.readouterr()
     assert check_sampling_loop(lambda *a: sampling_loop(*a, carry="pred_original_sample"), model, SCHEDULER, 5) is False
@@ -390,3 +397,15 @@ def test_sampling_loop_check_with_a_model_that_returns_an_output_object(capsys):
     capsys.readouterr()
     assert check_sampling_loop(lambda *a: sampling_loop(*a, sample_attr=False), model, SCHEDULER, 3) is False
     assert "model(x_t, t).sample" in first_hint(capsys)
+
+
+def test_using_the_steps_output_object_as_a_tensor_gets_a_hint(capsys):
+    def loop(model, scheduler, shape, generator):
+        x = torch.randn(shape, generator=generator)
+        for t in scheduler.timesteps:
+            x = scheduler.step(model(x, t).sample, t, x, generator=generator)  # forgot .prev_sample
+        return x
+    from ddpm_helpers._reverse_exercises import TinyNoiseModel
+
+    assert check_sampling_loop(loop, TinyNoiseModel(), SCHEDULER, 3) is False
+    assert ".prev_sample" in first_hint(capsys)
