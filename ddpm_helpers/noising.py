@@ -3,7 +3,7 @@
 Timestep convention (used everywhere in the course, as in diffusers): timesteps are
 0-indexed, t in {0, ..., T-1}. ``betas[t]`` is the noise added by step t, and x_t is the
 image after steps 0..t, so ``alphas_cumprod[t] = prod_{s=0..t} (1 - betas[s])``.
-The paper counts from 1: our t is the paper's t + 1.
+The paper counts from 1: our t is the paper's t - 1 (the paper's x_t is our x_{t-1}).
 
 Notation (code name -> symbol in Ho et al. 2020):
     x0              x_0, a clean image scaled to [-1, 1]

@@ -1,6 +1,9 @@
 """The sliders in a real browser: JupyterLab, headless Chromium, the notebook run top to bottom.
 
-For each notebook below: open it, Run > Run All Cells, wait for the last cell, then for
+For each notebook below: open it as a learner who has just cloned the repository (untrusted,
+no kernel output yet) and check that each slider's cell shows its stored PNG filmstrip and no
+widget; then Run > Run All Cells, wait for the last cell, check that each slider's cell now
+shows the live slider and NOT the filmstrip as well (one output, two views), then for
 every slider press ArrowRight and End on its handle and check that the readout shows the new
 value and that the picture's bytes (fetched from the <img>'s blob: URL in the page) are the
 kernel's frame for that value. A cell added at the end asks the kernel for its frames'
@@ -45,8 +48,10 @@ STEP_MS = 60_000
 # (notebook, names of its FrameSlider variables in the order they appear on the page)
 NOTEBOOKS = [
     pytest.param("01_forward_noising.ipynb", ["slider"], id="01_forward_noising"),
+    pytest.param("02_noise_schedules.ipynb", ["slider"], id="02_noise_schedules"),
     pytest.param("05_sampling.ipynb", ["slider"], id="05_sampling"),
 ]
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def _require_browser():
@@ -93,8 +98,10 @@ def lab():
     home = Path(tempfile.mkdtemp(prefix="ddpm-browser-test-"))
     _write_lab_settings(home / "settings")
     port, token = _free_port(), os.urandom(16).hex()
+    # a fresh data dir holds no notebook signatures: the notebooks open untrusted, as after a clone
     env = dict(os.environ, DDPM_QUICK="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+               JUPYTER_DATA_DIR=str(home / "data"),
                JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"))
     command = [
@@ -268,6 +275,42 @@ def _move_and_check(page, handle, readout, image, key, expected_value, expected_
     return shown
 
 
+_PNG_OUTPUT = ".jp-OutputArea-output[data-mime-type='image/png']"
+
+
+def _slider_cells(path):
+    """{index among the notebook's code cells: stored filmstrip or not} for the cells whose stored
+    output is a slider. (A notebook executed before sliders stored filmstrips has none.)"""
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    sliders = {}
+    for i, cell in enumerate(cells):
+        for output in cell.get("outputs", []):
+            text = "".join(output.get("data", {}).get("text/plain", ""))
+            # a FrameSlider (or, stored before filmstrips, its VBox); not a progress bar's widget
+            if WIDGET_VIEW in output.get("data", {}) and ("FrameSlider(" in text or "Slider(" in text):
+                sliders[i] = "image/png" in output["data"]
+    return sliders
+
+
+def _check_stored_filmstrips(page, sliders):
+    """Before anything runs, each slider's cell shows its stored filmstrip, and no widget."""
+    code_cells = page.locator(".jp-Notebook .jp-CodeCell")
+    for i in [i for i, has_png in sliders.items() if has_png]:
+        cell = code_cells.nth(i)
+        cell.locator(f"{_PNG_OUTPUT} img").first.wait_for()
+        assert cell.locator(".widget-vbox").count() == 0
+    assert page.get_by_text("Error displaying widget").count() == 0
+
+
+def _check_live_sliders_only(page, indices):
+    """After Run All, each slider's cell shows the live slider and not the filmstrip as well."""
+    code_cells = page.locator(".jp-Notebook .jp-CodeCell")
+    for i in indices:
+        cell = code_cells.nth(i)
+        cell.locator(".widget-vbox").first.wait_for()
+        assert cell.locator(_PNG_OUTPUT).count() == 0, "the slider's cell shows its filmstrip beside the slider"
+
+
 @pytest.mark.parametrize("notebook, names", NOTEBOOKS)
 def test_slider_moves_the_picture_in_jupyterlab(lab, browser_context, notebook, names):
     path = ROOT / "notebooks" / notebook
@@ -286,12 +329,17 @@ def test_slider_moves_the_picture_in_jupyterlab(lab, browser_context, notebook, 
         _wait_for_kernel(lab, notebook)
         page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=120_000)
         timings["open_s"] = time.monotonic() - started
+        slider_cells = _slider_cells(path)
+        assert len(slider_cells) == len(names), f"{notebook}: stored slider outputs in code cells {slider_cells}"
+        _check_stored_filmstrips(page, slider_cells)
+        page.screenshot(path=ARTIFACTS / f"{stem}_opened.png", full_page=True)
 
         # 1. run the whole notebook, as a learner does
         t0 = time.monotonic()
         _run_all_cells(page, RUN_ALL_S)
         timings["run_all_s"] = time.monotonic() - t0
         assert page.get_by_text("Error displaying widget").count() == 0
+        _check_live_sliders_only(page, list(slider_cells))
 
         # 2. find each slider and the picture it controls (a FrameSlider is VBox([IntSlider, Image]))
         boxes = page.locator(".jp-OutputArea-output .widget-vbox").filter(has=page.locator(".widget-slider"))

@@ -41,7 +41,15 @@ CHECK_SCRIPT = textwrap.dedent(
     report = {"version": ipywidgets.__version__, "file": ipywidgets.__file__}
 
     # 1. a FrameSlider over made-up frames: moving it swaps the image
-    frames = [b"frame-%d" % i for i in range(5)]
+    import io
+    from PIL import Image
+
+    def png(i):
+        buffer = io.BytesIO()
+        Image.new("RGB", (40, 30), (40 * i, 100, 200)).save(buffer, format="png")
+        return buffer.getvalue()
+
+    frames = [png(i) for i in range(5)]
     fs = FrameSlider(frames, range(0, 50, 10))
     assert (fs.slider.min, fs.slider.max, fs.slider.step, fs.slider.value) == (0, 40, 10, 0)
     assert fs.image.value == frames[0]
@@ -52,14 +60,23 @@ CHECK_SCRIPT = textwrap.dedent(
     state = fs.image.get_state()
     assert bytes(state["value"]) == frames[4]
     assert fs.widget.children == (fs.slider, fs.image)
+    # uneven values (a reverse-process slider ending on the finished sample) use a SelectionSlider
+    uneven = FrameSlider(frames[:3], [0, 20, 25])
+    uneven.slider.value = 25
+    assert uneven.image.value == frames[2]
 
-    # 2. displaying it produces a widget view of the VBox (what the notebook's last line does)
+    # 2. displaying it produces ONE output: a widget view of the VBox and a PNG filmstrip
     InteractiveShell.instance()
     with capture_output() as captured:
         display(fs)
+    assert len(captured.outputs) == 1, captured.outputs
     bundle = captured.outputs[0].data
     view = bundle["application/vnd.jupyter.widget-view+json"]
     assert view["model_id"] == fs.widget.model_id, view
+    assert view["version_major"] == 2, view
+    import base64
+    assert base64.b64decode(bundle["image/png"]).startswith(b"\\x89PNG")
+    assert "VBox" not in bundle["text/plain"], bundle["text/plain"]
 
     # 3. the lesson-1 slider (quick mode: t = 0, 250, 500, 750)
     x0, _ = render_digits(4, seed=0)
