@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from .config import quick
-from .noising import check_image_range, q_sample
+from ._checks import image_range
+from .noising import q_sample
 from .plotting import show_images
 
 
@@ -104,7 +105,7 @@ def forward_noising_slider(x0, alphas_cumprod, step=10, noise=None, generator=No
     """A slider over t = 0, step, 2 step, ... for lesson 1. Every frame uses the same noise,
     so only t changes. x0: (B, C, H, W) in [-1, 1]; alphas_cumprod: (T,).
     """
-    check_image_range(x0)
+    image_range(x0)
     alphas_cumprod = alphas_cumprod.detach().cpu().float()
     values = range(0, len(alphas_cumprod), quick(step, len(alphas_cumprod) // 4))
     if noise is None:
@@ -137,7 +138,7 @@ def schedule_comparison_slider(x0, schedules, step=10, noise=None, generator=Non
 
     x0: (B, C, H, W) in [-1, 1]; schedules: {name: alphas_cumprod (T,)}, all with the same T.
     """
-    check_image_range(x0)
+    image_range(x0)
     schedules = {name: ac.detach().cpu().float() for name, ac in schedules.items()}
     T = len(next(iter(schedules.values())))
     if any(len(ac) != T for ac in schedules.values()):
