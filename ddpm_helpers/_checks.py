@@ -124,8 +124,8 @@ def real(value, name, low=None, high=None, low_open=False, high_open=False, hint
 def one_of(value, name, choices, hint=""):
     """``value`` if it is one of ``choices`` (compared with ==), else a ValueError listing them."""
     try:
-        ok = value in choices
-    except TypeError:  # unhashable value against a set
+        ok = bool(value in choices)
+    except (TypeError, ValueError):  # unhashable value against a set; an array compared elementwise
         ok = False
     if not ok:
         listed = ", ".join(repr(c) for c in choices)
@@ -252,6 +252,8 @@ def timesteps(value, num_train_timesteps, batch_size=None, name="timesteps", all
     if isinstance(value, bool) or not isinstance(value, (numbers.Number, torch.Tensor)):
         raise _fail(TypeError, name, f"must be an int or an integer tensor, got {_describe(value)}",
                     hint or "use a python int or torch.randint(0, T, (B,))")
+    if isinstance(value, numbers.Integral):  # checked before a python int can overflow int64
+        integer(value, name, 0, T - 1, hint=hint or f"0-indexed, num_train_timesteps={T}")
     t = torch.as_tensor(value)
     if t.dtype == torch.bool or t.is_complex() or (t.is_floating_point() and not allow_float):
         raise _fail(TypeError, name, f"must hold integers in [0, {T - 1}], got dtype {t.dtype}",

@@ -100,6 +100,7 @@ def features(images, classifier, batch_size=500):
 @torch.no_grad()
 def accuracy(classifier, images, labels, batch_size=500):
     """Fraction of ``images`` whose predicted digit is ``labels`` (N,) int64."""
+    check_classifier(classifier)
     check_digits(images, "images")
     _checks.instance(labels, "labels", torch.Tensor, "an integer tensor of digits 0-9")
     if labels.is_floating_point() or tuple(labels.shape) != (len(images),):

@@ -245,10 +245,14 @@ def load_dataset(name="digits", split="train", image_size=32, *, n=None, seed=No
 
 def make_dataloader(dataset, batch_size, shuffle=True, seed=0, num_workers=0):
     """A DataLoader whose shuffling order is fixed by ``seed`` (same seed, same batches)."""
+    if isinstance(dataset, (str, bytes)) or not hasattr(dataset, "__getitem__"):
+        raise TypeError(f"dataset must be a dataset (items by index, e.g. load_dataset('digits')), got "
+                        f"{type(dataset).__name__}")
     _checks.nonempty(dataset, "dataset", "a dataset", "load one with load_dataset('digits')")
     batch_size = _checks.positive_int(batch_size, "batch_size", hint="e.g. 64")
     shuffle = _checks.flag(shuffle, "shuffle")
-    num_workers = _checks.integer(num_workers, "num_workers", low=0, hint="0 loads in the main process")
+    num_workers = _checks.integer(num_workers, "num_workers", 0, os.cpu_count() or 1,
+                                  hint="0 loads in the main process; more workers than CPUs only compete")
     generator = torch.Generator().manual_seed(_checks.seed(seed))
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
                                        num_workers=num_workers, generator=generator)

@@ -87,8 +87,8 @@ def _random_affines(glyph_sizes, canvas, generator):
 
 
 def check_image_size(image_size):
-    """``image_size`` as an int: a positive multiple of 8, since the UNet halves it three times."""
-    return _checks.integer(image_size, "image_size", low=8, multiple_of=8,
+    """``image_size`` as an int: a multiple of 8 (the UNet halves it three times) up to 1024."""
+    return _checks.integer(image_size, "image_size", low=8, high=1024, multiple_of=8,
                            hint="use 32 or 64 (the UNet halves the size three times)")
 
 

@@ -191,6 +191,9 @@ def quality_report(samples, real=None, classifier=None, train_images=None, heldo
     counts = torch.bincount(probs_samples.argmax(1), minlength=10)
     sample_nn = nearest_distances(samples.detach().float().cpu(), train_images).median().item()
     heldout_nn = nearest_distances(heldout_images, train_images).median().item()
+    if heldout_nn == 0:
+        raise ValueError("heldout_images (default: real[N:2N]) must be digits not trained on, but most of them are "
+                         "in train_images (distance 0); pass real digits from DigitsDataset(split='test')")
     ratio = sample_nn / heldout_nn
     return QualityReport(
         num_samples=n,

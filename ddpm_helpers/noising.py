@@ -45,6 +45,9 @@ def q_step(x_prev, beta_t, noise):
                          "draw it with torch.randn_like(x_prev)")
     if isinstance(beta_t, torch.Tensor):
         _checks.in_range(beta_t, "beta_t", 0.0, 1.0)
+        if beta_t.ndim > x_prev.ndim or any(b not in (1, x) for b, x in zip(beta_t.shape[::-1], x_prev.shape[::-1])):
+            raise ValueError(f"beta_t must be a float or a tensor that broadcasts to x_prev's shape "
+                             f"{tuple(x_prev.shape)}, got shape {tuple(beta_t.shape)}; e.g. betas[t].view(-1, 1, 1, 1)")
     else:
         _checks.real(beta_t, "beta_t", 0.0, 1.0)
     beta_t = torch.as_tensor(beta_t, dtype=x_prev.dtype, device=x_prev.device)

@@ -48,6 +48,17 @@ def _as_batch(images, clip=True, name="images"):
     return (images.float().clamp(-1, 1) + 1) / 2
 
 
+def _axes(ax, figsize):
+    """``ax``, or new Axes of ``figsize`` (inches) when it is None."""
+    from matplotlib.axes import Axes
+
+    if ax is not None:
+        return _checks.instance(ax, "ax", Axes, "a matplotlib Axes or None", "e.g. _, ax = plt.subplots()")
+    if not (isinstance(figsize, (tuple, list)) and len(figsize) == 2):
+        raise TypeError(f"figsize must be a (width, height) pair in inches or None, got {figsize!r}")
+    return plt.subplots(figsize=[_checks.real(v, "figsize", 0, low_open=True) for v in figsize])[1]
+
+
 def _grid_to_numpy(grid, channels):
     """(C, H, W) image or make_grid's (3, H, W) grid -> (H, W) if grayscale, else (H, W, 3)."""
     return grid[0].numpy() if channels == 1 else grid.permute(1, 2, 0).numpy()
@@ -81,15 +92,13 @@ def show_images(images, nrow=8, title=None, ax=None, figsize=None, clip=True):
     wrong scale and raises); ``clip=False`` takes only [-1, 1]. A single image is drawn
     without grid padding. Returns the Axes.
     """
-    batch = _as_batch(images, clip=clip)
+    batch = _as_batch(images, clip=_checks.flag(clip, "clip"))
     nrow = _checks.positive_int(nrow, "nrow", hint="images per row, e.g. 8")
     grid = make_grid(batch, nrow=nrow, padding=_PADDING, pad_value=_PAD_VALUE)  # (3, H', W')
-    if ax is None:
-        n_cols = min(nrow, batch.shape[0])
-        n_rows = -(-batch.shape[0] // nrow)
-        if figsize is None:
-            figsize = (max(2.0, 0.8 * n_cols), max(2.0, 0.8 * n_rows))
-        _, ax = plt.subplots(figsize=figsize)
+    if figsize is None:
+        n_cols, n_rows = min(nrow, batch.shape[0]), -(-batch.shape[0] // nrow)
+        figsize = (max(2.0, 0.8 * n_cols), max(2.0, 0.8 * n_rows))
+    ax = _axes(ax, figsize)
     _imshow(ax, _grid_to_numpy(grid, batch.shape[1]))
     if title is not None:
         ax.set_title(title)
@@ -99,15 +108,14 @@ def show_images(images, nrow=8, title=None, ax=None, figsize=None, clip=True):
 def show_sequence(frames, labels=None, title=None, ax=None, clip=True):
     """Show frames (a list of (C, H, W) images or a (N, C, H, W) tensor) in one row, with
     ``labels`` (e.g. ``["t=0", "t=250"]``) written under each frame. Returns the Axes."""
-    batch = _as_batch(frames, clip=clip, name="frames")
+    batch = _as_batch(frames, clip=_checks.flag(clip, "clip"), name="frames")
     n, channels, _, width = batch.shape
     if labels is not None:
         _checks.instance(labels, "labels", (list, tuple), "a list of strings, one per frame")
         if len(labels) != n:
             raise ValueError(f"labels must be one label per frame: got {len(labels)} labels for {n} frames")
     grid = make_grid(batch, nrow=n, padding=_PADDING, pad_value=_PAD_VALUE)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(2.0, 1.3 * n), 1.8))
+    ax = _axes(ax, (max(2.0, 1.3 * n), 1.8))
     _imshow(ax, _grid_to_numpy(grid, channels))
     if labels is not None:
         # Frame i spans columns [pad + i * (width + pad), ... + width).

@@ -49,6 +49,8 @@ CASES = {
                           ["train_images must have 4 dimensions"]),
     "heldout_images uint8": (report(REAL[:10], heldout_images=(REAL > 0).to(torch.uint8)), TypeError,
                              ["heldout_images must be a float tensor"]),
+    "heldout_images that were trained on": (report(REAL[:4], heldout_images=REAL[:4]), ValueError,
+                                            ["heldout_images (default: real[N:2N]) must be digits not trained on"]),
     # frechet_distance
     "frechet with different D": (lambda: frechet_distance(FEATS, torch.zeros(80, 4)), ValueError,
                                  ["feats_a and feats_b must be (N, D) with the same D"]),
@@ -75,6 +77,8 @@ CASES = {
                                  ["batch_size must be >= 1"]),
     "accuracy with float labels": (lambda: accuracy(CLASSIFIER, REAL[:10], torch.zeros(10)), ValueError,
                                    ["labels must be an integer tensor of shape (10,)"]),
+    "accuracy without a classifier": (lambda: accuracy(None, REAL[:10], torch.zeros(10, dtype=torch.long)),
+                                      TypeError, ["classifier must be a DigitClassifier"]),
     "accuracy with a label list": (lambda: accuracy(CLASSIFIER, REAL[:10], [0] * 10), TypeError,
                                    ["labels must be an integer tensor of digits"]),
     "nearest_distances shapes": (lambda: nearest_distances(REAL[:4], REAL[:4, :, :16]), ValueError,

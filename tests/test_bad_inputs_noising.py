@@ -40,6 +40,7 @@ CASES = {
     "t a float tensor": (q(t=torch.tensor([3.0])), TypeError, ["t must hold integers", ".long()"]),
     "t a string": (q(t="3"), TypeError, ["t must be an int or an integer tensor"]),
     "t a bool": (q(t=True), TypeError, ["t must be an int or an integer tensor"]),
+    "t beyond int64": (q(t=10**30), ValueError, ["t must be in [0, 999]"]),
     # q_sample: images and noise
     "x0 in [0, 255]": (q(x0=X0 * 255), ValueError, ["x0 must be scaled to [-1, 1]", "to_model_range"]),
     "x0 slightly out of range": (q(x0=X0 * 1.01), ValueError, ["x0 must be scaled to [-1, 1]"]),
@@ -64,6 +65,8 @@ CASES = {
     "beta_t above 1": (lambda: q_step(X0, 1.5, NOISE), ValueError, ["beta_t must be in [0, 1]"]),
     "beta_t NaN": (lambda: q_step(X0, NAN, NOISE), ValueError, ["beta_t must be a finite number in [0, 1]"]),
     "beta_t a string": (lambda: q_step(X0, "0.1", NOISE), TypeError, ["beta_t must be a number"]),
+    "beta_t of a shape that does not broadcast": (lambda: q_step(X0, torch.full((3,), 0.1), NOISE), ValueError,
+                                                   ["beta_t must be a float or a tensor that broadcasts to x_prev's"]),
     "q_step noise of another shape": (lambda: q_step(X0, 0.1, NOISE[:2]), ValueError, ["noise must have x_prev's shape"]),
     # noise_step_by_step
     "keep empty": (lambda: noise_step_by_step(X0, BETAS, keep=[]), ValueError, ["keep is empty", "list of timesteps"]),

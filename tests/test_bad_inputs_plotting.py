@@ -63,6 +63,10 @@ CASES = {
     "a PIL image": (lambda: show_images(Image.new("L", (4, 4))), TypeError, ["images must be a tensor", "to_tensor"]),
     "nrow zero": (lambda: show_images(IMAGE, nrow=0), ValueError, ["nrow must be >= 1", "images per row"]),
     "nrow a float": (lambda: show_images(IMAGE, nrow=2.5), TypeError, ["nrow must be an int"]),
+    "ax a figure": (lambda: show_images(IMAGE, ax=plt.figure()), TypeError, ["ax must be a matplotlib Axes or None"]),
+    "clip a string": (lambda: show_images(IMAGE, clip="yes"), TypeError, ["clip must be True or False"]),
+    "figsize a number": (lambda: show_images(IMAGE, figsize=3), TypeError, ["figsize must be a (width, height) pair"]),
+    "figsize negative": (lambda: show_images(IMAGE, figsize=(3, -1)), ValueError, ["figsize must be > 0"]),
     # show_sequence
     "no frames": (lambda: show_sequence([]), ValueError, ["frames is empty"]),
     "frames with NaN": (lambda: show_sequence([IMAGE, torch.full((1, 4, 4), NAN)]), ValueError,

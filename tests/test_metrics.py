@@ -204,7 +204,7 @@ def test_kid_grows_with_a_mean_shift():
     assert all(a < b for a, b in zip(values, values[1:]))
 
 
-def test_kid_and_frechet_separate_real_from_degraded_images(classifier, test_set, real_features):
+def test_kid_separates_real_from_degraded_images(classifier, test_set, real_features):
     feats_a, feats_b = real_features
     other = test_set.images[N:2 * N]
     blur_light = kid(feats_a, features(gaussian_blur(other, 3, 1.0), classifier))
