@@ -32,6 +32,24 @@ def _check_schedule(values, name, cumulative=False):
     return values
 
 
+def _check_noise(noise, x, x_name):
+    """``noise``: a float tensor of the shape of ``x``, a batch (B, ...) of images."""
+    _checks.float_tensor(noise, "noise", hint=f"draw it with torch.randn_like({x_name})")
+    if x.ndim == 0 or noise.shape != x.shape:
+        raise ValueError(f"noise must have {x_name}'s shape, a batch (B, ...); got {x_name} {tuple(x.shape)} and "
+                         f"noise {tuple(noise.shape)}; draw it with torch.randn_like({x_name})")
+
+
+def _check_beta_t(beta_t, x_prev):
+    """``beta_t``: a float in [0, 1], or a tensor of them that broadcasts to x_prev's shape."""
+    if not isinstance(beta_t, torch.Tensor):
+        return _checks.real(beta_t, "beta_t", 0.0, 1.0)
+    _checks.in_range(beta_t, "beta_t", 0.0, 1.0)
+    if beta_t.ndim > x_prev.ndim or any(b not in (1, x) for b, x in zip(beta_t.shape[::-1], x_prev.shape[::-1])):
+        raise ValueError(f"beta_t must be a float or a tensor that broadcasts to x_prev's shape {tuple(x_prev.shape)}, "
+                         f"got shape {tuple(beta_t.shape)}; e.g. betas[t].view(-1, 1, 1, 1)")
+
+
 def q_step(x_prev, beta_t, noise):
     """One forward step: x_t = sqrt(1 - beta_t) * x_{t-1} + sqrt(beta_t) * eps.
 
@@ -39,17 +57,8 @@ def q_step(x_prev, beta_t, noise):
     ``noise`` has x_prev's shape.
     """
     _checks.float_tensor(x_prev, "x_prev")
-    _checks.float_tensor(noise, "noise")
-    if noise.shape != x_prev.shape:
-        raise ValueError(f"noise must have x_prev's shape {tuple(x_prev.shape)}, got {tuple(noise.shape)}; "
-                         "draw it with torch.randn_like(x_prev)")
-    if isinstance(beta_t, torch.Tensor):
-        _checks.in_range(beta_t, "beta_t", 0.0, 1.0)
-        if beta_t.ndim > x_prev.ndim or any(b not in (1, x) for b, x in zip(beta_t.shape[::-1], x_prev.shape[::-1])):
-            raise ValueError(f"beta_t must be a float or a tensor that broadcasts to x_prev's shape "
-                             f"{tuple(x_prev.shape)}, got shape {tuple(beta_t.shape)}; e.g. betas[t].view(-1, 1, 1, 1)")
-    else:
-        _checks.real(beta_t, "beta_t", 0.0, 1.0)
+    _check_noise(noise, x_prev, "x_prev")
+    _check_beta_t(beta_t, x_prev)
     beta_t = torch.as_tensor(beta_t, dtype=x_prev.dtype, device=x_prev.device)
     # Ho et al. 2020, eq. (2): q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)
     return torch.sqrt(1 - beta_t) * x_prev + torch.sqrt(beta_t) * noise
@@ -85,10 +94,7 @@ def q_sample(x0, t, alphas_cumprod, noise):
     x0's shape. Returns x_t, x0's shape and dtype. ``scheduler.add_noise`` calls this.
     """
     _checks.image_range(x0)
-    _checks.float_tensor(noise, "noise", hint="draw it with torch.randn_like(x0)")
-    if x0.ndim == 0 or noise.shape != x0.shape:
-        raise ValueError(f"noise must have x0's shape, a batch (B, ...); got x0 {tuple(x0.shape)} and noise "
-                         f"{tuple(noise.shape)}; draw it with torch.randn_like(x0)")
+    _check_noise(noise, x0, "x0")
     _check_schedule(alphas_cumprod, "alphas_cumprod", cumulative=True)
     t = _checks.timesteps(t, len(alphas_cumprod), batch_size=x0.shape[0], name="t").to(x0.device)
     alphas_cumprod = alphas_cumprod.to(device=x0.device, dtype=x0.dtype)
