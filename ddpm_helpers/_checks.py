@@ -190,19 +190,20 @@ def float_tensor(value, name, ndim=None, hint=""):
 
 def finite(value, name, hint=""):
     """``value`` (a float tensor) if it holds no NaN or inf."""
-    return in_range(value, name, -math.inf, math.inf, hint=hint)
+    return in_range(value, name, -math.inf, math.inf, nan_hint=hint)
 
 
-def in_range(value, name, low, high, what="", hint=""):
+def in_range(value, name, low, high, what="", hint="", nan_hint=""):
     """``value`` if it is a float tensor of finite values in [low, high]; ``what`` says what is
-    allowed in words (default: "in [low, high]")."""
-    _float(value, name, "a float tensor", hint or "convert it with .float()")
+    allowed in words (default: "in [low, high]"); ``hint`` helps with the range, ``nan_hint``
+    with a NaN or inf (default: "check where it was computed")."""
+    _float(value, name, "a float tensor", hint or nan_hint or "convert it with .float()")
     if value.numel():
         lo, hi = _span(value)
         if not (math.isfinite(lo) and math.isfinite(hi)):
             bad = "NaN" if math.isnan(lo) else "inf"
             raise _fail(ValueError, name, f"contains {bad}; it must hold finite numbers",
-                        "check where it was computed")
+                        nan_hint or "check where it was computed")
         if lo < low or hi > high:
             raise _fail(ValueError, name, f"must be {what or _range_text(low, high, True, True)}, but its "
                         f"values span [{lo:.3g}, {hi:.3g}]", hint)
