@@ -5,7 +5,8 @@ import time
 
 import torch
 
-from ddpm_helpers.data import FONT_FILES, DigitsDataset, _glyph_bank, render_digits
+from ddpm_helpers.data import FONT_FILES, DigitsDataset, render_digits
+from ddpm_helpers.digits import _glyph_bank
 
 
 def seconds(fn, repeat=3):

@@ -2,7 +2,8 @@
 
 One module per lesson concept, in lesson order; each imports only from the ones before it:
 
-    data        the embedded offline digits, hub datasets, local image folders
+    digits      the embedded offline dataset: digits rendered from matplotlib's fonts
+    data        datasets: the digits, hub datasets, local image folders, the DataLoader
     noising     q(x_t | x_0): one step at a time (eq. 2) and in closed form (eq. 4)
     schedules   beta schedules, alphas_cumprod, signal-to-noise ratio
     scheduler   DDPMScheduler and DDIMScheduler with diffusers' names and numbers
@@ -10,7 +11,7 @@ One module per lesson concept, in lesson order; each imports only from the ones 
     unet        the noise-prediction network
     training    the training loop, EMA, checkpoints
     sampling    sampling loops written as generators
-    metrics     offline sample-quality measures
+    classifier, metrics   a digit classifier; offline sample quality (KID, Frechet distance)
     plotting, widgets   figures and sliders
 
 Heavy imports (matplotlib, ipywidgets, datasets) live only in the modules that need them,

@@ -218,8 +218,11 @@ def _train(args):
 
     s = _settings(args)
     checkpoint, device, precision = _check_before_training(args, s)
-    dataset = load_dataset(s["dataset"], image_size=s["image_size"], n=args.num_images, seed=args.seed,
-                           channels=3 if args.recipe == "seed" else None)
+    if s["dataset"] == "digits":  # rendered here: how many, from which seed
+        source = dict(n=args.num_images, seed=args.seed)
+    else:  # a folder or a hub dataset: the seed recipe's butterflies are RGB
+        source = dict(channels=3 if args.recipe == "seed" else None)
+    dataset = load_dataset(s["dataset"], image_size=s["image_size"], **source)
     model = _build_model(args, s, dataset)
     steps = s["steps"] if s["epochs"] is None else s["epochs"] * max(1, len(dataset) // s["batch_size"])
     config = TrainConfig(num_steps=steps, batch_size=s["batch_size"], learning_rate=s["learning_rate"],

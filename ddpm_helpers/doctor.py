@@ -12,6 +12,8 @@ import warnings
 
 import numpy as np
 
+from . import _checks
+
 
 def smooth(values, beta=None):
     """Bias-corrected exponential moving average of a list (as in Adam): the smoothed curve.
@@ -37,10 +39,8 @@ class TrainingDoctor:
 
     @staticmethod
     def check_batch(clean_images):
-        low, high = clean_images.min().item(), clean_images.max().item()
-        if not (-1.01 <= low and high <= 1.01):  # NaN fails too
-            raise ValueError(f"training images span [{low:.3g}, {high:.3g}] but must be in [-1, 1] like the "
-                             "noise scale assumes; map [0, 1] images with 2 * x - 1 (data.to_model_range).")
+        _checks.image_range(clean_images, "training images", hint="the noise scale assumes [-1, 1]; map [0, 1] "
+                            "images with data.to_model_range(x) = 2 x - 1")
 
     def __call__(self, state):
         losses, step = state.losses, state.step

@@ -1,14 +1,26 @@
 """Sample quality, offline and on a CPU: is it a digit, which digit, how far from the real
 distribution, and is it a copy of a training image?
 
-Three measures, each reported beside a reference made from real images, because a number
-alone means little:
+Four measures, each reported beside a reference made from real images, because a number
+alone means little. Features are the penultimate layer (D = 64) of a small digit classifier,
+not Inception's, so the values are not comparable with published FID or KID.
 
+- **KID**, the kernel inception distance (Binkowski et al. 2018, arXiv 1801.01401): the
+  unbiased estimate of the squared MMD between samples and real digits with the kernel
+  k(x, y) = (x.y / D + 1)^3. Unbiased at any N: two sets of real digits score 0 on average
+  (a single value can be negative), so it is the measure to read at small N. Its reference is
+  the KID between two real sets, whose size shows the noise.
 - **Frechet distance** (Heusel et al. 2017, arXiv 1706.08500, the "FID" recipe) between
-  Gaussians fitted to features of the samples and of real held-out digits. Our features are
-  the penultimate layer of a small digit classifier, not Inception's, so the values are not
-  comparable with published FIDs. The floor is the same distance between two real sets of the
-  same size: with a few hundred images it is not 0, and a sample set can at best reach it.
+  Gaussians fitted to the features. It is biased, and the bias depends on N: the D means and
+  D (D + 1) / 2 covariance entries estimated from N images each carry sampling noise of
+  variance ~1/N, and the distance adds up their squares, so its bias grows with D and falls
+  like 1/N. Its floor, the distance between two real sets of N, is therefore not 0: measured
+  on our features (mean of 4 draws; their total variance is ~2900), ~240 at N = 65, ~120 at
+  128, ~35 at 512, ~20 at 1000, ~10 at 2000, ~3 at 4000. At N <= D the covariance estimate
+  is singular (rank N - 1 < D) and the distance measures N more than the samples, so
+  ``frechet_distance`` refuses it (ValueError) and ``quality_report`` reports NaN. Use
+  N >= 10 D = 640 for Frechet distances (the floor is then ~30 and falls as 1/N), and the
+  same N for every set compared.
 - **Classifier confidence**: the fraction of samples classified with probability >= 0.9, and
   how the predicted classes are spread over 0-9 (each ~10% for a model trained on balanced data).
 - **Memorisation**: the L2 distance in pixel space from each sample to its nearest training
@@ -17,115 +29,33 @@ alone means little:
   0.5 flags memorisation. Pixel distance is plain to explain but misses copies that are
   shifted by a pixel or two; it catches the near-exact copies an over-trained model makes.
 
-The classifier's weights ship in ``ddpm_helpers/weights/digits_classifier.safetensors``;
-``python benchmarks/train_classifier.py`` trains and writes them again.
+The classifier and its features live in ``classifier`` (re-exported here).
 """
 
+import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from ._io import atomic_write
-from .data import DigitsDataset, render_digits
+from . import _checks
+from .classifier import (WEIGHTS_PATH, DigitClassifier, accuracy, check_classifier,  # noqa: F401 (re-exported)
+                         check_digits, features, load_classifier, save_classifier, train_classifier)
+from .data import DigitsDataset
 
-WEIGHTS_PATH = Path(__file__).parent / "weights" / "digits_classifier.safetensors"
 CONFIDENT = 0.9  # max softmax probability that counts as "clearly a digit"
 MEMORISED_RATIO = 0.5  # flagged when samples sit at less than half the held-out distance
+KID_SUBSETS, KID_SUBSET_SIZE = 50, 1000  # the reference implementation's defaults
 
 
-class DigitClassifier(nn.Module):
-    """A small CNN for the embedded 32x32 digits: 3 conv blocks, a 64-d feature layer, 10 logits."""
-
-    feature_dim = 64
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-        self.conv3 = nn.Conv2d(64, 64, 3, padding=1)
-        self.fc = nn.Linear(64 * 4 * 4, self.feature_dim)
-        self.head = nn.Linear(self.feature_dim, 10)
-
-    def features(self, x):
-        """(B, 1, 32, 32) in [-1, 1] -> (B, 64): the penultimate layer, used by the Frechet distance."""
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)  # (B, 32, 16, 16)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)  # (B, 64, 8, 8)
-        x = F.max_pool2d(F.relu(self.conv3(x)), 2)  # (B, 64, 4, 4)
-        return F.relu(self.fc(x.flatten(1)))  # (B, 64)
-
-    def forward(self, x):
-        return self.head(self.features(x))  # (B, 10) logits
-
-
-def train_classifier(num_steps=600, batch_size=128, lr=2e-3, seed=0, progress=True):
-    """Train a ``DigitClassifier`` on freshly rendered digits, a new batch every step.
-
-    Batches come from ``render_digits`` with even seeds (2 * (1000 + step)); every test split
-    (``DigitsDataset(split="test")``) uses an odd seed, so test images are never trained on.
-    Adam with a cosine learning-rate decay. Returns the model in eval mode.
-    """
-    from tqdm.auto import tqdm
-
-    torch.manual_seed(seed)
-    model = DigitClassifier()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, num_steps)
-    for step in tqdm(range(num_steps), desc="classifier", disable=not progress):
-        images, labels = render_digits(batch_size, seed=2 * (1000 + seed * num_steps + step))
-        loss = F.cross_entropy(model(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    return model.eval()
-
-
-@torch.no_grad()
-def accuracy(classifier, images, labels, batch_size=500):
-    """Fraction of ``images`` whose predicted digit is ``labels``."""
-    predictions = torch.cat([classifier(images[i:i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
-    return (predictions == labels).float().mean().item()
-
-
-def save_classifier(classifier, path=WEIGHTS_PATH):
-    """Write the weights as fp32 safetensors, atomically (temp file, then rename)."""
-    from safetensors.torch import save_file
-
-    tensors = {k: v.float().contiguous() for k, v in classifier.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp))
-
-
-def load_classifier(path=WEIGHTS_PATH):
-    """The shipped ``DigitClassifier`` in eval mode, loaded from safetensors (no pickle)."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"Classifier weights not found at {path}; regenerate them with "
-                                "`python benchmarks/train_classifier.py` (about a minute on a CPU).")
-    model = DigitClassifier()
-    model.load_state_dict(load_file(str(path)))
-    return model.eval()
-
-
-def _check_images(images, name):
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != (1, 32, 32):
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{name} must be a (N, 1, 32, 32) tensor of digits like DigitsDataset's, got {shape}.")
-    if images.min() >= 0 or images.abs().max() > 1.5:
-        raise ValueError(f"{name} must be in [-1, 1] (background -1), got values in [{images.min():.2f}, "
-                         f"{images.max():.2f}]; map [0, 1] images with data.to_model_range(x) = 2x - 1.")
-
-
-@torch.no_grad()
-def features(images, classifier, batch_size=500):
-    """Penultimate-layer features (N, 64) of images (N, 1, 32, 32) in [-1, 1]."""
-    classifier.eval()
-    images = images.float().cpu()
-    return torch.cat([classifier.features(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+def _check_features(feats_a, feats_b, min_rows):
+    for name, feats in (("feats_a", feats_a), ("feats_b", feats_b)):
+        _checks.float_tensor(feats, name, ndim=2, hint="features are (N, D), one row per image: features(images, c)")
+        if len(feats) < min_rows:
+            raise ValueError(f"{name} must have at least {min_rows} rows (images), got {len(feats)}")
+    if feats_a.shape[1] != feats_b.shape[1]:
+        raise ValueError(f"feats_a and feats_b must be (N, D) with the same D, got {tuple(feats_a.shape)} and "
+                         f"{tuple(feats_b.shape)}")
 
 
 def _sqrt_psd(matrix):
@@ -140,17 +70,20 @@ def frechet_distance(feats_a, feats_b):
 
     d^2 = ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^{1/2})   (Heusel et al. 2017, eq. 6)
 
+    Needs N > D rows in each set (refused otherwise: the covariance estimate would be singular;
+    see the module docstring); its bias grows like D / N, so compare values at the same N only.
     Computed in float64. Tr((S_a S_b)^{1/2}) = Tr((S_a^{1/2} S_b S_a^{1/2})^{1/2}), whose inner
     matrix is symmetric PSD: two symmetric eigendecompositions, no scipy.linalg.sqrtm.
     """
-    if feats_a.ndim != 2 or feats_b.ndim != 2 or feats_a.shape[1] != feats_b.shape[1]:
-        raise ValueError(f"features must be (N, D) with the same D, got {tuple(feats_a.shape)} and "
-                         f"{tuple(feats_b.shape)}.")
-    if min(len(feats_a), len(feats_b)) < 2:
-        raise ValueError("each feature set needs at least 2 rows to estimate a covariance; pass more images.")
+    _check_features(feats_a, feats_b, min_rows=2)
+    n, d = min(len(feats_a), len(feats_b)), feats_a.shape[1]
+    if n <= d:
+        raise ValueError(f"feats_a and feats_b must have more rows than feature dimensions for a Frechet distance "
+                         f"(N > D = {d}), got N = {n}: with N <= D the covariance is singular and the distance "
+                         f"mostly measures N. Use N >= {10 * d} images, or kid(), which is unbiased at any N")
     a, b = feats_a.double(), feats_b.double()
     mu_a, mu_b = a.mean(0), b.mean(0)  # (D,)
-    cov_a, cov_b = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)  # (D, D), unbiased
+    cov_a, cov_b = torch.cov(a.T).reshape(d, d), torch.cov(b.T).reshape(d, d)  # (D, D), unbiased
     sqrt_a = _sqrt_psd(cov_a)
     inner = sqrt_a @ cov_b @ sqrt_a
     inner = (inner + inner.T) / 2  # symmetric up to rounding; make it exactly so for eigh
@@ -160,18 +93,57 @@ def frechet_distance(feats_a, feats_b):
     return d2.clamp(min=0).item()
 
 
+def _mmd2_unbiased(x, y):
+    """The unbiased estimate MMD^2_u (Gretton et al. 2012) of two sets of m rows, with KID's
+    kernel k(x, y) = (x.y / D + 1)^3: the within-set means leave out the pairs (i, i)."""
+    m, d = len(x), x.shape[1]
+    k_xx, k_yy, k_xy = [(p @ q.T / d + 1) ** 3 for p, q in ((x, x), (y, y), (x, y))]  # (m, m) each
+    within = (k_xx.sum() - k_xx.diagonal().sum() + k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1))
+    return within - 2 * k_xy.mean()
+
+
+def kid(feats_a, feats_b, num_subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE, generator=None):
+    """Kernel inception distance (Binkowski et al. 2018) between feature sets (N_a, D), (N_b, D).
+
+    The unbiased MMD^2 estimate with the cubic kernel k(x, y) = (x.y / D + 1)^3, averaged over
+    ``num_subsets`` random subsets of m = min(subset_size, N_a, N_b) rows of each set, as in the
+    reference implementation. When both sets have exactly m rows every subset is the whole
+    set, so it is computed once. E[kid] = 0 for two sets from one distribution (one value can
+    be negative) and > 0 otherwise, at any N >= 2. Computed in float64; subsets drawn with
+    ``generator`` (default: seeded 0, so the same features give the same value).
+    """
+    _check_features(feats_a, feats_b, min_rows=2)
+    num_subsets = _checks.positive_int(num_subsets, "num_subsets")
+    m = min(_checks.integer(subset_size, "subset_size", low=2), len(feats_a), len(feats_b))
+    _checks.instance(generator, "generator", (torch.Generator, type(None)), "a torch.Generator or None")
+    a, b = feats_a.double().cpu(), feats_b.double().cpu()
+    if len(a) == len(b) == m:
+        return _mmd2_unbiased(a, b).item()
+    generator = generator or torch.Generator().manual_seed(0)
+    pick = lambda x: x[torch.randperm(len(x), generator=generator)[:m]]  # noqa: E731 (m rows, no repeats)
+    return torch.stack([_mmd2_unbiased(pick(a), pick(b)) for _ in range(num_subsets)]).mean().item()
+
+
 def nearest_distances(images, reference, batch_size=250):
     """For each image (N, ...), the L2 pixel distance to its nearest image in ``reference`` (M, ...)."""
-    ref = reference.flatten(1).float()  # (M, P)
-    return torch.cat([torch.cdist(images[i:i + batch_size].flatten(1).float(), ref).min(1).values
+    _checks.float_tensor(images, "images")
+    _checks.float_tensor(reference, "reference")
+    if images.ndim < 2 or images.shape[1:] != reference.shape[1:] or len(reference) == 0:
+        raise ValueError(f"images and reference must be batches of same-shaped images, reference non-empty; got "
+                         f"{tuple(images.shape)} and {tuple(reference.shape)}")
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    ref = reference.flatten(1).float().cpu()  # (M, P)
+    return torch.cat([torch.cdist(images[i:i + batch_size].flatten(1).float().cpu(), ref).min(1).values
                       for i in range(0, len(images), batch_size)])  # (N,)
 
 
 @dataclass
 class QualityReport:
     num_samples: int  # N, the size of every set compared
-    frechet: float  # Frechet distance, samples vs N real test digits (classifier features)
-    frechet_floor: float  # the same between two disjoint sets of N real test digits
+    kid: float  # KID, samples vs N real test digits (classifier features)
+    kid_reference: float  # the same between two disjoint sets of N real test digits: ~0, its size the noise
+    frechet: float  # Frechet distance, samples vs N real test digits; NaN when N <= 64 (not defined)
+    frechet_floor: float  # the same between two disjoint sets of N real test digits; NaN when N <= 64
     confident_fraction: float  # samples classified with max probability >= 0.9
     real_confident_fraction: float  # the same for N real test digits
     class_fractions: list  # fraction of samples predicted as each digit 0-9
@@ -186,37 +158,48 @@ class QualityReport:
         return all(0.05 <= f <= 0.15 for f in self.class_fractions)
 
 
+def _frechet_or_nan(feats_a, feats_b):
+    """The Frechet distance where it is defined (N > D), else NaN: quality_report runs at any N."""
+    return frechet_distance(feats_a, feats_b) if len(feats_a) > feats_a.shape[1] else math.nan
+
+
 @torch.no_grad()
 def quality_report(samples, real=None, classifier=None, train_images=None, heldout_images=None):
-    """Measure a set of generated digits (N, 1, 32, 32) in [-1, 1] against real ones.
+    """Measure a set of N >= 2 generated digits (N, 1, 32, 32) in [-1, 1] against real ones.
 
     real: at least 2N real digits not trained on (default: the test split, 2N images);
-        the first N are compared with the samples, the next N give the floor.
+        the first N are compared with the samples, the next N give the references.
     train_images: the images the model was trained on (default: ``DigitsDataset(split="train")``).
     heldout_images: real digits not trained on, for the memorisation reference (default: real[N:2N]).
-    Sizes matter: Frechet distances are only comparable at the same N.
+    KID is unbiased at any N; the Frechet distance needs N > 64 (else NaN) and is only
+    comparable at the same N.
     """
-    _check_images(samples, "samples")
-    samples, n = samples.detach().float().cpu(), len(samples)
-    real = DigitsDataset(n=2 * n, split="test").images if real is None else real.detach().float().cpu()
-    _check_images(real, "real")
+    n = len(check_digits(samples, "samples"))
+    if n < 2:
+        raise ValueError("samples must hold at least 2 images for KID's pairs; pass more samples")
+    real = DigitsDataset(n=2 * n, split="test").images if real is None else check_digits(real, "real")
     if len(real) < 2 * n:
-        raise ValueError(f"real has {len(real)} images; pass at least 2 * {n} (two sets the size of samples).")
-    classifier = load_classifier() if classifier is None else classifier
-    train_images = DigitsDataset(split="train").images if train_images is None else train_images.float().cpu()
-    heldout_images = real[n:2 * n] if heldout_images is None else heldout_images.float().cpu()
+        raise ValueError(f"real must hold at least 2 * {n} images (two sets the size of samples), got {len(real)}")
+    classifier = load_classifier() if classifier is None else check_classifier(classifier)
+    train_images = DigitsDataset(split="train").images if train_images is None else check_digits(train_images,
+                                                                                              "train_images")
+    heldout_images = real[n:2 * n] if heldout_images is None else check_digits(heldout_images, "heldout_images")
 
     feats_samples, feats_real = features(samples, classifier), features(real[:2 * n], classifier)
     probs_samples = F.softmax(classifier.head(feats_samples), dim=1)  # (N, 10)
     probs_real = F.softmax(classifier.head(feats_real[:n]), dim=1)
     counts = torch.bincount(probs_samples.argmax(1), minlength=10)
-    sample_nn = nearest_distances(samples, train_images).median().item()
+    sample_nn = nearest_distances(samples.detach().float().cpu(), train_images).median().item()
     heldout_nn = nearest_distances(heldout_images, train_images).median().item()
+    if heldout_nn == 0:
+        raise ValueError("heldout_images (default: real[N:2N]) must be digits not trained on, but most of them are "
+                         "in train_images (distance 0); pass real digits from DigitsDataset(split='test')")
     ratio = sample_nn / heldout_nn
     return QualityReport(
         num_samples=n,
-        frechet=frechet_distance(feats_samples, feats_real[:n]),
-        frechet_floor=frechet_distance(feats_real[:n], feats_real[n:]),
+        kid=kid(feats_samples, feats_real[:n]), kid_reference=kid(feats_real[:n], feats_real[n:]),
+        frechet=_frechet_or_nan(feats_samples, feats_real[:n]),
+        frechet_floor=_frechet_or_nan(feats_real[:n], feats_real[n:]),
         confident_fraction=(probs_samples.max(1).values >= CONFIDENT).float().mean().item(),
         real_confident_fraction=(probs_real.max(1).values >= CONFIDENT).float().mean().item(),
         class_fractions=(counts.float() / n).tolist(),
@@ -226,10 +209,15 @@ def quality_report(samples, real=None, classifier=None, train_images=None, heldo
 
 def format_report(report):
     """A short table: each measure of the samples beside its real-image reference."""
+    _checks.instance(report, "report", QualityReport, "a QualityReport", "make one with quality_report(samples)")
     fractions = " ".join(f"{f:.0%}" for f in report.class_fractions)
+    n, d = report.num_samples, DigitClassifier.feature_dim
+    frechet = ((f"{report.frechet:.2f}", f"{report.frechet_floor:.2f} (floor)") if n > d
+               else ("n/a", f"needs N > {d}; read KID"))
     rows = [
         ("measure", "samples", "real reference"),
-        (f"Frechet distance (N={report.num_samples})", f"{report.frechet:.2f}", f"{report.frechet_floor:.2f} (floor)"),
+        (f"KID / 1000 (N={n})", f"{report.kid / 1e3:.1f}", f"{report.kid_reference / 1e3:.1f} (~0 but noisy)"),
+        (f"Frechet distance (N={n})", *frechet),
         (f"confident (p >= {CONFIDENT})", f"{report.confident_fraction:.1%}", f"{report.real_confident_fraction:.1%}"),
         ("nearest training image (L2)", f"{report.sample_nn_median:.2f}", f"{report.heldout_nn_median:.2f}"),
         ("memorisation ratio", f"{report.memorisation_ratio:.2f}",

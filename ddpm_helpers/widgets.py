@@ -334,7 +334,8 @@ def draw_reverse_frame(fig, state, index, num_states, nrow):
     label = "finished sample" if state.t < 0 else f"t = {state.t}" + (", pure noise" if index == 0 else "")
     show_images(state.x_t, nrow=nrow, ax=ax_x)
     ax_x.set_title(f"x_t  (state {index}/{num_states - 1}: {label})", fontsize=9)
-    show_images(state.pred_x0, nrow=nrow, ax=ax_x0)
+    # an unclipped scheduler's x0 guess can be far outside [-1, 1] at large t: show it clamped
+    show_images(state.pred_x0.clamp(-1, 1), nrow=nrow, ax=ax_x0)
     ax_x0.set_title("predicted x0 from this x_t", fontsize=9)
     fig.tight_layout()
 

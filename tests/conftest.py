@@ -1,12 +1,2 @@
-"""Test-wide settings. Set before anything imports ddpm_helpers or datasets.
-
-Notebook kernels started by nbval inherit this process's environment, so quick mode and
-offline mode reach them too.
-"""
-
-import os
-
-os.environ.setdefault("DDPM_QUICK", "1")
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ.setdefault("MPLBACKEND", "Agg")
+"""Fixtures shared by the tests. The environment (quick mode, offline mode) is set in the
+repository's root conftest.py, which every way of running pytest loads."""

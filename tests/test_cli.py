@@ -75,7 +75,7 @@ ERRORS = [  # (arguments after "train", what the one line must name)
     (["--mixed-precision", "fp16"], ["--mixed-precision", "needs a GPU", "'bf16'"]),
     (["--device", "gpu"], ["--device", "not a device", "'cuda'"]),
     (["--device", "cuda"], ["--device", "no CUDA GPU", "'cpu'"]),
-    (["--dataset", "/no/such/folder"], ["Image folder not found", "'digits'"]),
+    (["--dataset", "/no/such/folder"], ["'/no/such/folder' does not exist", "'digits'"]),
     (["--dataset", "huggan/smithsonian_butterflies_subset"], ["Cannot reach the Hugging Face hub", "'digits'"]),
     (["--recipe", "seed"], ["Cannot reach the Hugging Face hub", "smithsonian_butterflies", "'digits'"]),
     (["--recipe", "seed", "--channels", "16,32"], ["--channels", "recipe's model is fixed"]),
@@ -98,7 +98,7 @@ def test_out_below_or_at_a_regular_file_is_refused_before_training(capsys, a_fil
 def test_an_empty_image_folder_is_refused(capsys, tmp_path):
     (tmp_path / "images").mkdir()
     assert_one_line_error(capsys, ["train", "--dataset", tmp_path / "images", "--out", tmp_path / "run"],
-                          "No images", "put image files in it")
+                          "is a folder with no images", "put image files in it")
 
 
 def test_resume_without_a_checkpoint_is_refused(capsys, tmp_path):

@@ -1,7 +1,9 @@
 """Colab: every notebook carries the badge and the install cell for the address written in
-ddpm_helpers/colab.py, the install cell does nothing outside Colab, and one command moves
-the course to a new address everywhere."""
+tools/colab_links.py, the install cell does nothing outside Colab, one command moves the
+course to a new address everywhere, and that tool stays out of the runtime package."""
 
+import ast
+import importlib.util
 import json
 import shlex
 import shutil
@@ -14,9 +16,11 @@ import nbformat
 import pytest
 from packaging.requirements import Requirement
 
-from ddpm_helpers import colab
-
 ROOT = Path(__file__).resolve().parent.parent
+TOOL = ROOT / "tools" / "colab_links.py"
+_spec = importlib.util.spec_from_file_location("colab_links", TOOL)  # a script in tools/, not a package module
+colab = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(colab)
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 NEW_URL = "https://github.com/someone-else/diffusion-course"
 
@@ -44,7 +48,7 @@ def test_notebook_opens_with_its_own_colab_badge(path):
     first_markdown = _sources(path, "markdown")[0]
     assert colab.badge_markdown(path.stem) in first_markdown, (
         f"the first markdown cell of {path.name} must carry its Colab badge; paste the output of "
-        f"`python -m ddpm_helpers.colab snippets {path.stem}`"
+        f"`python tools/colab_links.py snippets {path.stem}`"
     )
 
 
@@ -53,7 +57,7 @@ def test_notebook_first_code_cell_installs_the_package_in_colab(path):
     first_code = _sources(path, "code")[0]
     assert colab.install_cell_source() in first_code, (
         f"the first code cell of {path.name} must be the Colab install cell; paste the output of "
-        f"`python -m ddpm_helpers.colab snippets {path.stem}`"
+        f"`python tools/colab_links.py snippets {path.stem}`"
     )
 
 
@@ -61,7 +65,7 @@ def test_notebook_first_code_cell_installs_the_package_in_colab(path):
 def test_notebook_mentions_no_other_repository_address(path):
     owner, repo = colab.owner_and_repo()
     for address in _addresses("\n".join(_sources(path))):
-        assert address == f"{owner}/{repo}", f"{path.name} points at {address}, colab.py at {owner}/{repo}"
+        assert address == f"{owner}/{repo}", f"{path.name} points at {address}, colab_links.py at {owner}/{repo}"
 
 
 def test_readme_has_a_badge_per_lesson():
@@ -152,11 +156,11 @@ def test_install_cell_installs_the_package_from_the_repository_in_colab():
 
 @pytest.fixture
 def repo_copy(tmp_path):
-    """notebooks/*.ipynb, README.md and colab.py copied to tmp_path, each notebook given the
-    badge and install cell (so this test does not depend on them being pasted yet)."""
+    """notebooks/*.ipynb, README.md and tools/colab_links.py copied to tmp_path, each notebook
+    given the badge and install cell (so this test does not depend on them being pasted yet)."""
     (tmp_path / "notebooks").mkdir()
-    (tmp_path / "ddpm_helpers").mkdir()
-    shutil.copy(ROOT / "ddpm_helpers" / "colab.py", tmp_path / "ddpm_helpers" / "colab.py")
+    (tmp_path / "tools").mkdir()
+    shutil.copy(TOOL, tmp_path / "tools" / "colab_links.py")
     for path in NOTEBOOKS:
         nb = json.loads(path.read_text(encoding="utf-8"))
         if colab.badge_markdown(path.stem) not in "".join(nb["cells"][0]["source"]):
@@ -180,21 +184,21 @@ def repo_copy(tmp_path):
 
 def _set_url(root, url):
     return subprocess.run(
-        [sys.executable, "-m", "ddpm_helpers.colab", "set-url", url, "--root", str(root)],
+        [sys.executable, str(TOOL), "set-url", url, "--root", str(root)],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
 
 
-def test_set_url_rewrites_colab_py_every_notebook_and_the_readme(repo_copy):
+def test_set_url_rewrites_the_tool_every_notebook_and_the_readme(repo_copy):
     before = {p.name: json.loads(p.read_text(encoding="utf-8")) for p in (repo_copy / "notebooks").glob("*.ipynb")}
     old_owner, old_repo = colab.owner_and_repo()
     done = _set_url(repo_copy, NEW_URL)
     assert done.returncode == 0, done.stderr
-    assert "updated ddpm_helpers/colab.py" in done.stdout and "updated README.md" in done.stdout
+    assert "updated tools/colab_links.py" in done.stdout and "updated README.md" in done.stdout
 
-    # colab.py of the copy now defines the new address
+    # the copy's tools/colab_links.py now defines the new address
     namespace = {}
-    exec(compile((repo_copy / "ddpm_helpers" / "colab.py").read_text(), "colab.py", "exec"), namespace)
+    exec(compile((repo_copy / "tools" / "colab_links.py").read_text(), "colab_links.py", "exec"), namespace)
     assert namespace["REPO_URL"] == NEW_URL
 
     for path in (repo_copy / "notebooks").glob("*.ipynb"):
@@ -220,7 +224,7 @@ def test_set_url_rewrites_colab_py_every_notebook_and_the_readme(repo_copy):
     # a second run from the new address back restores every file byte for byte
     done = _set_url(repo_copy, colab.REPO_URL)
     assert done.returncode == 0, done.stderr
-    assert (repo_copy / "ddpm_helpers" / "colab.py").read_text() == (ROOT / "ddpm_helpers" / "colab.py").read_text()
+    assert (repo_copy / "tools" / "colab_links.py").read_text() == TOOL.read_text()
     for path in (repo_copy / "notebooks").glob("*.ipynb"):
         assert json.loads(path.read_text(encoding="utf-8")) == before[path.name]
 
@@ -230,3 +234,35 @@ def test_set_url_refuses_a_non_github_address_and_changes_nothing(repo_copy):
     done = _set_url(repo_copy, "https://gitlab.com/someone/course")
     assert done.returncode == 2 and "GitHub repository" in done.stderr
     assert {p: p.read_bytes() for p in repo_copy.rglob("*") if p.is_file()} == snapshot
+
+
+# --- tooling stays out of the runtime package ----------------------------------------------
+
+
+def _imported_modules(source):
+    tree = ast.parse(source)
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):  # "from a import b" imports a and maybe a.b
+            names |= {node.module or ""} | {f"{node.module or ''}.{alias.name}" for alias in node.names}
+    return names
+
+
+def test_the_tool_uses_the_standard_library_only():
+    assert {name.split(".")[0] for name in _imported_modules(TOOL.read_text())} <= set(sys.stdlib_module_names)
+
+
+def test_nothing_in_the_package_or_the_notebooks_imports_the_tool():
+    assert not (ROOT / "ddpm_helpers" / "colab.py").exists()
+    sources = {p.relative_to(ROOT).as_posix(): p.read_text(encoding="utf-8") for p in (ROOT / "ddpm_helpers").rglob("*.py")}
+    for path in NOTEBOOKS:
+        for i, cell in enumerate(_sources(path, "code")):
+            # IPython magics (%pip, !cmd) are not Python: a `pass` at the same indent keeps the cell parseable
+            lines = [line[:len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!")) else line
+                     for line in cell.splitlines()]
+            sources[f"{path.name}, code cell {i}"] = "\n".join(lines)
+    for where, source in sources.items():
+        imported = _imported_modules(source)
+        assert not {m for m in imported if "colab_links" in m or m.split(".")[0] == "tools"
+                    or m.startswith(("ddpm_helpers.colab", ".colab"))}, where
+        assert "colab_links" not in source and "ddpm_helpers.colab" not in source, where

@@ -327,6 +327,8 @@ def test_default_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
     assert default_device() == torch.device("mps")
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert default_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert default_device("cuda:1") == torch.device("cuda:1")  # an explicit choice is kept
 
 

@@ -1,15 +1,18 @@
-"""Running the course in Google Colab: the repository's address, written once.
+"""Repository tooling for Google Colab: the repository's address, written once.
 
-Every notebook starts with an "Open in Colab" badge and a setup cell that installs this
-package when (and only when) it runs in Colab. Both contain the repository's address
-literally: the setup cell runs before ``ddpm_helpers`` exists, so it cannot import it.
-This module is the one place the address is defined, ``badge_markdown`` and
+Every notebook starts with an "Open in Colab" badge and a setup cell that installs
+``ddpm_helpers`` when (and only when) it runs in Colab. Both contain the repository's
+address literally: the setup cell runs before ``ddpm_helpers`` exists, so it cannot import
+it. This file is the one place the address is defined; ``badge_markdown`` and
 ``install_cell_source`` produce the text the notebooks carry, and one command moves the
 course to a new address everywhere (this file, every notebook, the README)::
 
-    python -m ddpm_helpers.colab set-url https://github.com/NEW_OWNER/NEW_REPO
+    python tools/colab_links.py set-url https://github.com/NEW_OWNER/NEW_REPO
+    python tools/colab_links.py snippets 01_forward_noising   # the badge and install cell to paste
 
-Standard library only: it must work before anything heavy is installed.
+It rewrites the repository, so it lives in tools/, outside the package the notebooks import
+(nothing in ddpm_helpers or the notebooks imports it). Standard library only: it must work
+before anything heavy is installed.
 """
 
 import argparse
@@ -134,17 +137,20 @@ def _rewrite_module_constant(path, new_url):
     path.write_text(_CONSTANT.sub(f'REPO_URL = "{new_url}"', text), encoding="utf-8")
 
 
+THIS_FILE = "tools/colab_links.py"  # where REPO_URL is written, relative to the repository root
+
+
 def set_url(new_url, root=None, old_url=None):
-    """Move the course to ``new_url``: rewrite REPO_URL in this module's source, and every
+    """Move the course to ``new_url``: rewrite REPO_URL in this file's source, and every
     badge and install address in ``root/notebooks/*.ipynb`` and ``root/README.md``.
     Returns the list of files changed (paths relative to ``root``).
     """
     root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
-    module = root / "ddpm_helpers" / "colab.py"
+    module = root / THIS_FILE
     if not module.is_file():
         raise ValueError(f"{root} is not the course repository: {module} does not exist.")
     new_url = _canonical(new_url)
-    # the address the files carry now is the one written in *that* checkout's colab.py
+    # the address the files carry now is the one written in *that* checkout's copy of this file
     old_url = _canonical(old_url if old_url is not None else _read_module_constant(module))
     changed = []
     for notebook in sorted((root / NOTEBOOK_DIR).glob("*.ipynb")):
@@ -159,12 +165,12 @@ def set_url(new_url, root=None, old_url=None):
             changed.append("README.md")
     if old_url != new_url:
         _rewrite_module_constant(module, new_url)
-        changed.append("ddpm_helpers/colab.py")
+        changed.append(THIS_FILE)
     return changed
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m ddpm_helpers.colab", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python tools/colab_links.py", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     move = commands.add_parser("set-url", help="rewrite the repository address everywhere")
     move.add_argument("url", help="the new address, e.g. https://github.com/OWNER/REPO")
