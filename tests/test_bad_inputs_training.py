@@ -113,7 +113,7 @@ TRAIN_CALLS = [  # (id, call(digits, tmp_path), exception, fragments)
     ("items are tuples", lambda d, p: train(tiny_unet(), Tuples(), TrainConfig(**FAST)), TypeError,
      ["dataset items", "'images'"]),
     ("images in [0, 255]", lambda d, p: train(tiny_unet(), bright(d), TrainConfig(**FAST)), ValueError,
-     ["[-1, 1]", "2 * x - 1"]),
+     ["[-1, 1]", "to_model_range(x) = 2 x - 1"]),
     ("checkpoint_path is a folder", lambda d, p: train(tiny_unet(), d, TrainConfig(**FAST), checkpoint_path=p),
      ValueError, ["checkpoint_path", "is a folder", "checkpoint.pt"]),
     ("callbacks is a function", lambda d, p: train(tiny_unet(), d, TrainConfig(**FAST), callbacks=print),
