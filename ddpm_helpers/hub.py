@@ -53,9 +53,13 @@ def check_hub_reachable(repo_id, timeout=3.0):
 
     With HF_HUB_OFFLINE=1 it raises without trying. When the hub does not answer it sets
     HF_HUB_OFFLINE=1 for this process, so later downloads fail at once instead of waiting again.
+    Behind an HTTPS proxy a direct connection says nothing, so there it leaves the test to
+    huggingface_hub (which waits up to its own timeout).
     """
     if _env_flag("HF_HUB_OFFLINE"):
         raise ConnectionError(offline_message(repo_id, "HF_HUB_OFFLINE is set"))
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     address = (endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443))
     try:

@@ -73,6 +73,12 @@ def no_network(*args, **kwargs):
     raise AssertionError("the network was used")
 
 
+def go_online(monkeypatch):
+    """As on a learner's machine with a network: not offline, no proxy."""
+    for name in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
 # ---- load_pipeline reads the flat layout of old hub repositories ----
 
 def test_load_pipeline_reads_the_flat_layout(remote, model):
@@ -141,7 +147,7 @@ def test_a_partial_cache_is_not_taken_for_a_model(tmp_path, remote, monkeypatch)
 
 
 def test_an_unreachable_hub_fails_fast_and_later_calls_skip_the_network(tmp_path, monkeypatch):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    go_online(monkeypatch)
     calls = []
 
     def unreachable(address, timeout=None):
@@ -155,6 +161,13 @@ def test_an_unreachable_hub_fails_fast_and_later_calls_skip_the_network(tmp_path
     with pytest.raises(ConnectionError, match="HF_HUB_OFFLINE is set"):
         load_from_hub(REPO, cache_dir=tmp_path)
     assert len(calls) == 1
+
+
+def test_behind_a_proxy_the_direct_connection_test_is_skipped(monkeypatch):
+    go_online(monkeypatch)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    hub.check_hub_reachable(REPO)  # no error: huggingface_hub will go through the proxy
 
 
 class FakeHub:
@@ -181,7 +194,7 @@ def fake_hub(tmp_path, remote, monkeypatch):
     import huggingface_hub
 
     fake = FakeHub(remote, tmp_path / "snapshot")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    go_online(monkeypatch)
     monkeypatch.setattr(socket, "create_connection", lambda address, timeout=None: socket.socket())
     monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", fake.list_repo_files)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake.snapshot_download)
