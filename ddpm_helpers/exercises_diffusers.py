@@ -74,6 +74,9 @@ def _check_keys(result, expected):
         raise _NotYet(f"your dict has {extra[0]!r}, a name our layer does not have (diffusers' names stay behind); "
                       f"ours are {', '.join(expected)}.")
     for key in expected:
+        if result[key] is Ellipsis:
+            raise _NotYet(f"{key} is still the placeholder `...`: build it from diffusers' {SOURCES[key]}, "
+                          "arranged as the one equation of this lesson says.")
         if not isinstance(result[key], torch.Tensor):
             raise _NotYet(f"{key!r} holds a {type(result[key]).__name__}; every value must be a torch tensor.")
 
