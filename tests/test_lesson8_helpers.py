@@ -295,8 +295,9 @@ def conv(weight):
 
 
 MISTAKES = {
-    "no reshape (stored in the notebook)": (changed(to_qkv__weight=lambda t, o: qkv(t)),
-                                            "to_qkv is a 1x1 convolution, not a Linear layer"),
+    "placeholders (as in the notebook)": (changed(to_qkv__weight=lambda t, o: ..., to_qkv__bias=lambda t, o: ...),
+                                          "to_qkv.weight is still the placeholder `...`"),
+    "no reshape": (changed(to_qkv__weight=lambda t, o: qkv(t)), "to_qkv is a 1x1 convolution, not a Linear layer"),
     "to_out not reshaped": (changed(to_out__weight=lambda t, o: t["to_out.0.weight"]), "to_out is a 1x1 convolution"),
     "k, q, v order": (changed(to_qkv__weight=lambda t, o: conv(qkv(t, "kqv"))), "holds to_k, to_q, to_v"),
     "bias order": (changed(to_qkv__bias=lambda t, o: qkv(t, "vkq", "bias")), "to_qkv.bias holds to_v, to_k, to_q"),
