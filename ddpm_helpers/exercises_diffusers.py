@@ -118,8 +118,8 @@ def _check_outputs(result, expected, seed):
     x = torch.randn(2, CHANNELS, 4, 4, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         if not torch.allclose(layers[0](x), layers[1](x), atol=1e-6):
-            raise _NotYet("the weights look right, but the layer's outputs differ; are the tensors views of "
-                          "each other, changed after you returned them?")
+            raise _NotYet("your tensors hold the right numbers, but a layer built from them computes something "
+                          "else: return plain float32 tensors, one per name.")
 
 
 def check_attention_weights(fn, seed=0):
