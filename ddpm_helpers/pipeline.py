@@ -262,10 +262,11 @@ def load_pipeline(folder):
     if list(index.get("unet", []))[1:2] != ["UNet2DModel"]:
         raise ValueError(f"model_index.json's unet is {index.get('unet')!r}; the course's UNet reads a "
                          "['diffusers', 'UNet2DModel']")
-    unet_config = _read_json(folder / "unet" / "config.json")
-    model = UNet.from_config(unet_config)
-    _load_weights(model, from_diffusers_state_dict(_read_weights(folder / "unet")), str(folder / "unet"))
-    scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
+    # as in diffusers, a part without its subfolder lives at the top (old hub repos: google/ddpm-*)
+    unet_dir, scheduler_dir = (folder / part if (folder / part).is_dir() else folder for part in ("unet", "scheduler"))
+    model = UNet.from_config(_read_json(unet_dir / "config.json"))
+    _load_weights(model, from_diffusers_state_dict(_read_weights(unet_dir)), str(unet_dir))
+    scheduler_config = _read_json(scheduler_dir / "scheduler_config.json")
     entry = index.get("scheduler")
     name = entry[1] if isinstance(entry, list) and len(entry) == 2 else scheduler_config.get("_class_name")
     if name not in SCHEDULERS:
