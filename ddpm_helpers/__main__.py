@@ -153,7 +153,8 @@ def _check_before_training(args, s):
     """Everything that can be checked before a minute of training is spent."""
     from ._io import check_output_path
     from .checkpoints import load_checkpoint
-    from .parallel import pick_device, pick_mixed_precision
+    from .config import default_device
+    from .parallel import pick_mixed_precision
 
     check_output_path(s["out"], "--out", folder=True)
     checkpoint = s["out"] / "checkpoint.pt"
@@ -171,7 +172,7 @@ def _check_before_training(args, s):
         raise CommandLineError(f"--sample-steps must be at most 1000 (the number of training timesteps), "
                                f"got {args.sample_steps}")
     try:
-        device = pick_device(args.device, "--device")
+        device = default_device(args.device, "--device")
         precision = pick_mixed_precision(args.mixed_precision, device)
     except (TypeError, ValueError) as error:
         raise CommandLineError(str(error).replace("mixed_precision", "--mixed-precision")) from None

@@ -9,6 +9,8 @@ import os
 
 import torch
 
+from . import _checks
+
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
@@ -30,26 +32,32 @@ def quick(full, quick_value):
     return quick_value if QUICK else full
 
 
-def default_device(device=None):
-    """The device to run on: ``device`` if given (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``
-    or a ``torch.device``), else CUDA when present, else Apple's MPS, else the CPU. A device this machine
+def default_device(device=None, name="device"):
+    """The device to run on: ``device`` if given (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or a
+    ``torch.device``), else CUDA when present, else Apple's MPS, else the CPU. A device this machine
     does not have is refused here, not deep inside the first tensor operation."""
-    mps = getattr(torch.backends, "mps", None)
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": mps is not None and mps.is_available()}
     if device is None:
-        return torch.device(next(kind for kind in ("cuda", "mps", "cpu") if available[kind]))
+        mps = getattr(torch.backends, "mps", None)
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
     if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be a str such as 'cpu' or 'cuda', a torch.device or None, "
-                        f"got {type(device).__name__}.")
+        raise TypeError(f"{name} must be a string such as 'cpu', 'cuda', 'cuda:1' or 'mps', or None; "
+                        f"got {type(device).__name__}")
     try:
         device = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps', a torch.device or None (the best one "
-                         f"here), got {device!r}.") from None
-    if not available.get(device.type, True):
-        raise ValueError(f"device={str(device)!r}, but this machine has no {device.type.upper()} device; "
-                         "use device='cpu', or device=None to take the best device present.")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"device={str(device)!r}, but this machine has {torch.cuda.device_count()} CUDA "
-                         f"device(s): use an index below that, or device='cuda'.")
+        raise ValueError(f"{name} {device!r} is not a device; use 'cpu', 'cuda', 'cuda:1' or 'mps' "
+                         "(or None for the best one here)") from None
+    _checks.one_of(device.type, f"{name} type", ("cpu", "cuda", "mps"), hint="or None for the best device here")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name} {str(device)!r}: no CUDA GPU is visible here (torch.cuda.is_available() is "
+                             "False); use 'cpu', or None for the best device here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"{name} {str(device)!r}: only {torch.cuda.device_count()} GPU(s) here, so the index "
+                             f"must be in [0, {torch.cuda.device_count() - 1}]")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"{name} 'mps': Apple's MPS is not available here; use 'cpu', or None for the best "
+                         "device here")
     return device

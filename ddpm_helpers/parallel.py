@@ -20,11 +20,9 @@ import os
 import torch
 
 from . import _checks
-from .config import default_device
 from .unet import cpu_has_native_bf16
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
-DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
 def launched_processes():
@@ -32,30 +30,6 @@ def launched_processes():
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def pick_device(device=None, name="device"):
-    """The torch.device to use: ``default_device()`` for None, else ``device`` after checking it exists here."""
-    if device is None:
-        return default_device()
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"{name} must be a string such as 'cpu', 'cuda', 'cuda:1' or 'mps', or None; "
-                        f"got {type(device).__name__}")
-    try:
-        device = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"{name} {device!r} is not a device; use 'cpu', 'cuda', 'cuda:1' or 'mps' "
-                         "(or None for the best one here)") from None
-    _checks.one_of(device.type, f"{name} type", DEVICE_TYPES, hint="or None for the best device here")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"{name} {str(device)!r}: no CUDA GPU is visible here (torch.cuda.is_available() is "
-                             "False); use 'cpu', or None for the best device here")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"{name} {str(device)!r}: only {torch.cuda.device_count()} GPU(s) here, so the index "
-                             f"must be in [0, {torch.cuda.device_count() - 1}]")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"{name} 'mps': Apple's MPS is not available here; use 'cpu', or None for the best "
-                         "device here")
-    return device
 
 
 def pick_mixed_precision(requested, device):

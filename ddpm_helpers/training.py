@@ -41,6 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import _train_checks, parallel
+from .config import default_device
 from .checkpoints import (RANDOM_STREAM, export_weights, load_checkpoint, load_model,  # noqa: F401
                           load_pretrained, save_checkpoint)
 from .doctor import TrainingDoctor, TrainingWarning, smooth  # noqa: F401
@@ -66,7 +67,7 @@ class TrainConfig:
     checkpoint_every_s: float | None = 120.0  # ... and at least every this many seconds
     log_every: int = 50  # call the doctor and the callbacks every this many steps
     time_budget_s: float | None = None  # stop after this many seconds ("train for 10 minutes")
-    device: str | None = None  # None: CUDA if present, else Apple's MPS, else CPU (parallel.pick_device)
+    device: str | None = None  # None: CUDA if present, else Apple's MPS, else CPU (config.default_device)
     mixed_precision: str = "auto"  # "auto", "no" (float32), "bf16", "fp16" (GPU): see parallel.pick_mixed_precision
     bf16: bool | None = None  # the older spelling: True means mixed_precision="bf16", False means "no"
 
@@ -310,7 +311,7 @@ def train(model, dataset, config=None, scheduler=None, checkpoint_path=None, res
     """
     config = TrainConfig() if config is None else config
     _train_checks.check_arguments(model, dataset, config, checkpoint_path, callbacks)
-    device = parallel.pick_device(config.device, "config.device")
+    device = default_device(config.device, "config.device")
     accelerator, device = parallel.make_accelerator(device, parallel.pick_mixed_precision(config.mixed_precision,
                                                                                           device))
     if config.batch_size % accelerator.num_processes:

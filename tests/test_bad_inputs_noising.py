@@ -78,12 +78,12 @@ CASES = {
     "generator a seed": (lambda: noise_step_by_step(X0, BETAS, keep=[1], generator=0), TypeError,
                          ["generator must be a torch.Generator or None"]),
     # config
-    "device misspelled": (lambda: config.default_device("gpu"), ValueError, ["device must be 'cpu', 'cuda'", "'gpu'"]),
-    "device a number": (lambda: config.default_device(0), TypeError, ["device must be a str", "torch.device"]),
+    "device misspelled": (lambda: config.default_device("gpu"), ValueError, ["device 'gpu' is not a device", "'cpu', 'cuda'"]),
+    "device a number": (lambda: config.default_device(0), TypeError, ["device must be a string", "'cpu', 'cuda'"]),
     "device absent here": (
         (lambda: config.default_device("cuda")) if not torch.cuda.is_available() else
         (lambda: config.default_device(f"cuda:{torch.cuda.device_count()}")),
-        ValueError, ["device='cuda", "device='cpu'" if not torch.cuda.is_available() else "an index below"]),
+        ValueError, ["device 'cuda", "no CUDA GPU" if not torch.cuda.is_available() else "GPU(s) here"]),
     "DDPM_QUICK not understood": (lambda: config._read_quick("maybe"), ValueError, ["DDPM_QUICK must be one of", "'1'",
                                                                                     "'0'"]),
 }

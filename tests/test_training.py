@@ -333,7 +333,7 @@ def test_default_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
 
 
 def test_pick_device_refuses_devices_that_are_not_here(monkeypatch):
-    from ddpm_helpers.parallel import pick_device
+    from ddpm_helpers.config import default_device as pick_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
