@@ -154,18 +154,31 @@ def _env_flag(key):
     return os.environ.get(key, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _check_hub_reachable(name, timeout=3.0):
-    """Raise ConnectionError naming the offline default unless the hub answers within
-    ``timeout`` seconds. Sets HF_HUB_OFFLINE=1 when it does not, so later calls fail fast."""
-    if _env_flag("HF_HUB_OFFLINE") or _env_flag("HF_DATASETS_OFFLINE"):
-        raise ConnectionError(_offline_message(name) + " (HF_HUB_OFFLINE is set.)")
+def hub_unreachable(timeout=3.0, offline_flags=("HF_HUB_OFFLINE",)):
+    """Why the Hugging Face hub cannot be reached (a short reason), or None when it answers within
+    ``timeout`` seconds. Never waits longer: with an offline flag set it does not try, and when
+    the hub does not answer it sets HF_HUB_OFFLINE=1, so later calls fail at once. Behind an
+    HTTPS proxy a direct connection says nothing, so there it answers None and leaves the test
+    to the download itself."""
+    if any(_env_flag(flag) for flag in offline_flags):
+        return f"{offline_flags[0]} is set" if _env_flag(offline_flags[0]) else f"{offline_flags[-1]} is set"
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    address = (endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443))
     try:
-        address = (endpoint.hostname or "huggingface.co", endpoint.port or 443)
         socket.create_connection(address, timeout=timeout).close()
-    except OSError as error:
+    except OSError:
         os.environ["HF_HUB_OFFLINE"] = "1"
-        raise ConnectionError(_offline_message(name)) from error
+        return f"{address[0]} did not answer within {timeout:g} s"
+    return None
+
+
+def _check_hub_reachable(name, timeout=3.0):
+    """Raise ConnectionError naming the offline default unless the hub answers within ``timeout`` s."""
+    reason = hub_unreachable(timeout, offline_flags=("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    if reason is not None:
+        raise ConnectionError(_offline_message(name) + f" ({reason}.)")
 
 
 def _check_image_files(folder):

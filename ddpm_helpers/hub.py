@@ -14,12 +14,10 @@ repositories (``config.json``, ``diffusion_pytorch_model.*`` and ``scheduler_con
 ``model_index.json``). huggingface_hub is imported only when a download is needed.
 """
 
-import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 from . import _checks
+from .data import hub_unreachable
 from .pipeline import WEIGHTS_NAME, load_pipeline
 
 # what a DDPM pipeline needs, in the subfolder layout and in the flat one
@@ -44,10 +42,6 @@ def offline_message(repo_id, reason):
             "online, run it again. The course's own model needs no network: load_pretrained().")
 
 
-def _env_flag(key):
-    return os.environ.get(key, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def check_hub_reachable(repo_id, timeout=3.0):
     """Raise a ConnectionError (``offline_message``) unless the hub answers within ``timeout`` seconds.
 
@@ -56,17 +50,9 @@ def check_hub_reachable(repo_id, timeout=3.0):
     Behind an HTTPS proxy a direct connection says nothing, so there it leaves the test to
     huggingface_hub (which waits up to its own timeout).
     """
-    if _env_flag("HF_HUB_OFFLINE"):
-        raise ConnectionError(offline_message(repo_id, "HF_HUB_OFFLINE is set"))
-    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    address = (endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443))
-    try:
-        socket.create_connection(address, timeout=timeout).close()
-    except OSError:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        raise ConnectionError(offline_message(repo_id, f"{address[0]} did not answer within {timeout:g} s")) from None
+    reason = hub_unreachable(timeout)
+    if reason is not None:
+        raise ConnectionError(offline_message(repo_id, reason))
 
 
 def _is_complete(folder):
