@@ -10,6 +10,7 @@ the learner's code or a wrong order of operations each come back as a hint.
                                                groups), forward(x, emb), against unet.ResidualBlock
     check_unet_forward(my_unet_forward, model) a function (model, sample, timestep) -> eps_pred that runs
                                                the model's parts by hand, against model(sample, timestep)
+    check_bottom_shape(my_shape, model)        a predicted shape (B, C, H, W) after the middle block
 """
 
 import inspect
@@ -408,3 +409,47 @@ def check_unet_forward(fn, model=None, seed=0):
         if was_training:
             model.train()
     return f"{name(fn)} computes model(sample, t).sample: down, middle and up, with every skip in its place."
+
+
+# --- predicting a shape -----------------------------------------------------------------------
+
+
+def check_bottom_shape(answer, model, batch_size=2):
+    """Check a predicted shape (B, C, H, W) of ``model``'s activations after its middle block, for a
+    batch of ``batch_size`` images of the model's config size. Prints "Correct!" or a first hint
+    (``show_hint()`` for more); returns True or False and never raises."""
+    from .unet import trace_shapes
+
+    try:
+        cfg = getattr(model, "config", None)
+        if cfg is None or not hasattr(cfg, "block_out_channels"):
+            raise NotYet(f"check_bottom_shape(my_bottom_shape, model) needs the course's UNet as its second "
+                         f"argument; it got {type(model).__name__}.")
+        size = cfg.sample_size or 32
+        shape = dict(trace_shapes(model, torch.zeros(batch_size, cfg.in_channels, size, size), 0))["mid_block.resnets.1"]
+        if isinstance(answer, torch.Size):
+            answer = tuple(answer)
+        if not (isinstance(answer, (tuple, list)) and len(answer) == 4
+                and all(isinstance(n, int) and not isinstance(n, bool) for n in answer)):
+            raise NotYet(f"write the shape as four whole numbers (B, C, H, W), e.g. (2, 32, 64, 64); got {answer!r}.")
+        if tuple(answer) == shape:
+            return report(Feedback(True), f"{tuple(answer)} is the shape after the middle block.")
+        widths, levels = cfg.block_out_channels, len(cfg.block_out_channels)
+        chain = " -> ".join(str(size // 2 ** k) for k in range(levels))
+        formula = (f"{levels} levels halve H and W {levels - 1} times: {chain}; the channels at the bottom are the "
+                   f"lowest level's width, block_out_channels[-1] = {widths[-1]}; B = {batch_size} images.")
+        B, C, H, W = answer
+        if B != shape[0]:
+            raise NotYet(f"{tuple(answer)} is not it: B is the number of images in the batch, {batch_size} here.",
+                         "The network never changes the batch size.", formula)
+        if C != shape[1]:
+            raise NotYet(f"{tuple(answer)} is not it: the number of channels C is not right.",
+                         f"The image's {cfg.in_channels} channels only reach conv_in; after it, each level has the "
+                         "width of block_out_channels. Which level is the bottom?", formula)
+        raise NotYet(f"{tuple(answer)} is not it: B and C are right; H and W are not.",
+                     "How many times does the down path halve the image? Count the Downsample boxes in the "
+                     "diagram of section 3.", formula)
+    except NotYet as not_yet:
+        return report(Feedback(False, not_yet.hints))
+    except Exception as error:  # noqa: BLE001 - a check never raises
+        return report(Feedback(False, (f"the check itself could not run: {type(error).__name__}: {error}.",)))

@@ -401,17 +401,34 @@ def test_lesson3_exercises_are_stored_unsolved_with_folded_hints():
 
 
 def test_lesson3_folded_solutions_pass_their_checks(capsys):
+    """Each exercise cell run without its check, then its folded solution, then the check: Correct."""
     from ddpm_helpers import exercises as checks
 
-    torch.manual_seed(0)
-    namespace = {"torch": torch, "nn": nn, "F": F, "unet": unet, "model": unet.UNet().eval(),
-                 "timestep_embedding": unet.timestep_embedding}
+    namespace = {}
+    exec("import torch, math\nimport torch.nn as nn\nimport torch.nn.functional as F\n"  # noqa: S102
+         "from ddpm_helpers import unet\ntorch.manual_seed(0)\nmodel = unet.UNet().eval()", namespace)
     for source, _, _, solution in exercises():
         check_name, given, extra = CHECK_CALL.search(source).groups()
-        exec(solution, namespace)  # noqa: S102 - our own notebook's solution
-        if check_name == "check_answer":  # a predicted shape: the cell computes what it is compared with
-            body = CHECK_CALL.sub("", source)
-            body = "\n".join(line for line in body.splitlines() if not re.match(rf"\s*{given}\s*=", line))
-            exec(body, namespace)  # noqa: S102
+        exec(CHECK_CALL.sub("", source), namespace)  # noqa: S102 - our own notebook's cell: the attempt
+        assert getattr(checks, check_name)(namespace[given], *eval(f"[{extra.lstrip(', ')}]", namespace)) is False
+        capsys.readouterr()
+        exec(solution, namespace)  # noqa: S102 - its folded solution
         args = eval(f"[{extra.lstrip(', ')}]", namespace) if extra else []  # noqa: S307
         assert getattr(checks, check_name)(namespace[given], *args) is True, capsys.readouterr().out
+
+
+def test_check_bottom_shape(capsys):
+    from ddpm_helpers.exercises import check_bottom_shape
+
+    model = unet.UNet(in_channels=3, sample_size=64)
+    assert check_bottom_shape((2, 64, 16, 16), model) is True
+    assert check_bottom_shape(torch.Size([2, 64, 16, 16]), model) is True
+    capsys.readouterr()
+    for answer, hint in [((2, 3, 16, 16), "channels C"), ((1, 64, 16, 16), "B is the number of images"),
+                         ("2x64", "four whole numbers"), ((2, 64, 8, 8), "B and C are right; H and W are not")]:
+        assert check_bottom_shape(answer, model) is False
+        assert hint in first_hint(capsys)
+    show_hint(3)
+    assert "3 levels halve H and W 2 times: 64 -> 32 -> 16" in capsys.readouterr().out
+    assert check_bottom_shape((2, 64, 16, 16), "model") is False
+    assert "needs the course's UNet" in first_hint(capsys)
