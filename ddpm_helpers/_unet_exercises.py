@@ -426,7 +426,8 @@ def check_bottom_shape(answer, model, batch_size=2):
             raise NotYet(f"check_bottom_shape(my_bottom_shape, model) needs the course's UNet as its second "
                          f"argument; it got {type(model).__name__}.")
         size = cfg.sample_size or 32
-        shape = dict(trace_shapes(model, torch.zeros(batch_size, cfg.in_channels, size, size), 0))["mid_block.resnets.1"]
+        x = torch.zeros(batch_size, cfg.in_channels, size, size)
+        shape = dict(trace_shapes(model, x, 0))["mid_block.resnets.1"]  # the middle block's output
         if isinstance(answer, torch.Size):
             answer = tuple(answer)
         if not (isinstance(answer, (tuple, list)) and len(answer) == 4
