@@ -289,7 +289,8 @@ def _arrow(ax, x0, y0, x1, y1, **style):
 
 def _unet_legend(ax, cfg, x, y):
     time_dim = cfg.time_embedding_dim or 4 * cfg.block_out_channels[0]
-    text = f"t → sinusoidal embedding ({cfg.block_out_channels[0]}) → MLP → emb ({time_dim}), added inside every ResBlock"
+    text = (f"t → sinusoidal embedding ({cfg.block_out_channels[0]}) → MLP → emb ({time_dim}), "
+            "added inside every ResBlock")
     ax.text(x, y, text, ha="center", va="top", fontsize=8, color="0.25")
     ax.legend(handles=[Patch(fc=_RESNET, ec="black", lw=0.8, label="ResBlock (the time embedding enters here)"),
                        Patch(fc=_ATTENTION, ec="black", lw=0.8, label="with self-attention"),
