@@ -424,6 +424,7 @@ __all__ = ["check_add_noise", "check_answer", "check_ddim_step", "check_ema_upda
 
 # --- lesson 3: the UNet's parts, against the package's modules holding the same weights -----------
 
-from ._unet_exercises import check_bottom_shape, check_residual_block, check_unet_forward  # noqa: E402
+from ._block_exercises import check_residual_block  # noqa: E402
+from ._unet_exercises import check_bottom_shape, check_unet_forward  # noqa: E402
 
 __all__ += ["check_bottom_shape", "check_residual_block", "check_unet_forward"]

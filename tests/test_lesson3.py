@@ -155,15 +155,15 @@ def test_norm_after_conv_with_equal_channels_is_named():
         h = F.silu(self.norm1(self.conv1(x))) + self.time(emb)
         return x + F.silu(self.norm2(self.conv2(h)))
     # with a channel change norm1 has the wrong size (next test); without one the order shows in the numbers
-    from ddpm_helpers import _unet_exercises
+    from ddpm_helpers import _block_exercises
 
-    ref = _unet_exercises._reference_block(32, 32, 64, 8, 0)
+    ref = _block_exercises._reference_block(32, 32, 64, 8, 0)
     mine = with_forward(forward)(32, 32, 64, 8).eval()
     mine.load_state_dict(ref.state_dict())
     x, emb = torch.randn(2, 32, 8, 8), torch.randn(2, 64)
-    with pytest.raises(_unet_exercises.NotYet, match="the GroupNorms sit at other places"):
+    with pytest.raises(_block_exercises.NotYet, match="the GroupNorms sit at other places"):
         with torch.no_grad():
-            _unet_exercises._diagnose_block(mine, ref, x, emb)
+            _block_exercises._diagnose_block(mine, ref, x, emb)
 
 
 @pytest.mark.parametrize("change, hint", [
