@@ -420,3 +420,11 @@ from ._reverse_exercises import (  # noqa: E402 - they use the helpers above
 __all__ = ["check_add_noise", "check_answer", "check_ddim_step", "check_ema_update", "check_posterior_mean",
            "check_predict_x0", "check_q_sample", "check_sampling_loop", "check_step", "check_training_loss",
            "show_hint"]
+
+
+# --- lesson 3: the UNet's parts, against the package's modules holding the same weights -----------
+
+from ._block_exercises import check_residual_block  # noqa: E402
+from ._unet_exercises import check_bottom_shape, check_unet_forward  # noqa: E402
+
+__all__ += ["check_bottom_shape", "check_residual_block", "check_unet_forward"]

@@ -211,3 +211,166 @@ def animate_states(states, index=0, every=1, interval=80):
         return [*images, label]
 
     return animation.FuncAnimation(fig, update, frames=len(states), interval=interval, blit=False)
+
+
+# --- the UNet as a diagram (lesson 3) -------------------------------------------------------
+# Drawn from the config alone: the same arithmetic as unet.UNet.__init__, so the picture shows
+# the network that UNet(config) builds (tests/test_lesson3.py checks it against the modules).
+
+from matplotlib.patches import FancyBboxPatch, Patch  # noqa: E402 - this block's own import
+
+_RESNET, _ATTENTION, _RESAMPLE, _OTHER = "#dbe8f6", "#f9d9a8", "#d9efd3", "#eeeeee"  # box colours
+
+
+def unet_layout(config):
+    """The blocks of ``UNet(config)`` in call order and its skip connections, from the config alone.
+
+    Returns ``(down, mid, up, skips)``: ``down`` and ``up`` are lists of dicts with ``name`` (the
+    module's name in the UNet), ``label``, ``in_ch``, ``out_ch``, ``size`` (output H = W, None when
+    the config has no sample_size) and ``attention`` (a SelfAttention follows); ``down`` starts
+    with conv_in, ``up`` ends with conv_out. ``skips`` pairs (index in down, index in up): the
+    output of that down block is concatenated to the input of that up ResidualBlock.
+    """
+    cfg = getattr(config, "config", config)
+    if not hasattr(cfg, "block_out_channels") or not hasattr(cfg, "block_types"):
+        raise TypeError(f"draw_unet takes a UNetConfig or a UNet, e.g. draw_unet(model.config); got "
+                        f"{type(config).__name__}. For a diffusers config dict use UNet.from_config(d).config")
+    widths, (down_types, up_types) = cfg.block_out_channels, cfg.block_types()
+    lowest, size = len(widths) - 1, cfg.sample_size
+
+    def at(level):
+        return None if size is None else size // 2 ** level
+
+    def box(name, label, in_ch, out_ch, level, attention=False):
+        return dict(name=name, label=label, in_ch=in_ch, out_ch=out_ch, size=at(level), attention=attention)
+
+    ch = widths[0]
+    down, stack = [box("conv_in", f"conv_in {cfg.in_channels}→{ch}", cfg.in_channels, ch, 0)], [0]
+    for level, (width, kind) in enumerate(zip(widths, down_types)):
+        for j in range(cfg.layers_per_block):
+            down.append(box(f"down_blocks.{level}.resnets.{j}", f"ResBlock {ch}→{width}", ch, width, level,
+                            kind.startswith("Attn")))
+            stack.append(len(down) - 1)
+            ch = width
+        if level < lowest:
+            down.append(box(f"down_blocks.{level}.downsample", f"Downsample {width}", width, width, level + 1))
+            stack.append(len(down) - 1)
+    mid = box("mid_block", f"mid: ResBlock, attention, ResBlock {ch}", ch, ch, lowest, True)
+    up, skips = [], []
+    for i, (width, kind) in enumerate(zip(reversed(widths), up_types)):
+        level = lowest - i
+        for j in range(cfg.layers_per_block + 1):
+            source = stack.pop()  # the last skip saved is the first one used
+            in_ch = ch + down[source]["out_ch"]
+            up.append(box(f"up_blocks.{i}.resnets.{j}", f"ResBlock {ch}+{down[source]['out_ch']}→{width}", in_ch,
+                          width, level, kind.startswith("Attn")))
+            skips.append((source, len(up) - 1))
+            ch = width
+        if level > 0:
+            up.append(box(f"up_blocks.{i}.upsample", f"Upsample {width}", width, width, level - 1))
+    out_ch = cfg.out_channels or cfg.in_channels
+    up.append(box("conv_out", f"GroupNorm, SiLU, conv_out {ch}→{out_ch}", ch, out_ch, 0))
+    return down, mid, up, skips
+
+
+def _size_text(size, level):
+    return f"{size}×{size}" if size is not None else ("H×W" if level == 0 else f"H/{2 ** level}×W/{2 ** level}")
+
+
+def _unet_rows(down, up, skips):
+    """Heights of the boxes: the down path one row per box, top to bottom, with a gap where the
+    resolution halves (room for the up path's Upsample); each up ResBlock at the height of the skip
+    it takes, each Upsample between its neighbours, conv_out above the top."""
+    y_down = [0.0]
+    for item in down[1:]:
+        y_down.append(y_down[-1] - 1 - 0.5 * item["name"].endswith("downsample"))
+    y_up, partner = [None] * len(up), {u: d for d, u in skips}
+    for u in partner:
+        y_up[u] = y_down[partner[u]]
+    for u in range(len(up)):
+        if y_up[u] is None:
+            above = next((y for y in y_up[u + 1:] if y is not None), None)
+            y_up[u] = (y_up[u - 1] + above) / 2 if above is not None else y_up[u - 1] + 1.2
+    return y_down, y_up, y_down[-1] - 1.3
+
+
+def _resolution_bands(ax, down, y_down, y_mid, x_label):
+    """Shaded bands, one per resolution, meeting halfway between the rows of two levels."""
+    levels = [0]  # resolution level of each down box's output
+    for item in down[1:]:
+        levels.append(levels[-1] + item["name"].endswith("downsample"))
+    for level in range(levels[-1] + 1):
+        rows = [r for r in range(len(down)) if levels[r] == level]
+        top = y_down[0] + 0.5 if level == 0 else (y_down[rows[0] - 1] + y_down[rows[0]]) / 2
+        bottom = (y_down[rows[-1]] + y_down[rows[-1] + 1]) / 2 if level < levels[-1] else y_mid - 0.45
+        ax.axhspan(bottom, top, color="0.5" if level % 2 else "0.85", alpha=0.15, lw=0)
+        ax.text(x_label, (top + bottom) / 2, _size_text(down[rows[0]]["size"], level), ha="right", va="center",
+                fontsize=9, color="0.3")
+
+
+def _unet_box(ax, x, y, item, width, height):
+    name = item["name"]
+    kind = "res" if ".resnets." in name or name == "mid_block" else "resample" if "sample" in name else "other"
+    color = _ATTENTION if item["attention"] else {"res": _RESNET, "resample": _RESAMPLE}.get(kind, _OTHER)
+    ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.02",
+                                fc=color, ec="black", lw=0.8, gid=name))
+    text = item["label"] + (" + attention" if item["attention"] and name != "mid_block" else "")
+    ax.text(x, y, text, ha="center", va="center", fontsize=8, gid=name)
+
+
+def _arrow(ax, x0, y0, x1, y1, **style):
+    ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=dict(arrowstyle="-|>", lw=1, color="black", **style))
+
+
+def _unet_legend(ax, cfg, x, y):
+    time_dim = cfg.time_embedding_dim or 4 * cfg.block_out_channels[0]
+    text = (f"t → sinusoidal embedding ({cfg.block_out_channels[0]}) → MLP → emb ({time_dim}), "
+            "added inside every ResBlock")
+    ax.text(x, y, text, ha="center", va="top", fontsize=8, color="0.25")
+    ax.legend(handles=[Patch(fc=_RESNET, ec="black", lw=0.8, label="ResBlock (the time embedding enters here)"),
+                       Patch(fc=_ATTENTION, ec="black", lw=0.8, label="with self-attention"),
+                       Patch(fc=_RESAMPLE, ec="black", lw=0.8, label="Downsample / Upsample"),
+                       plt.Line2D([], [], color="0.45", ls="--", label="skip: concatenated to the input")],
+              loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=8, frameon=False)
+
+
+def draw_unet(config, ax=None):
+    """Draw ``UNet(config)`` as a U: the down path on the left (top to bottom), the middle block at
+    the bottom, the up path on the right (bottom to top). Each box is one block with its channel
+    widths; the bands give the resolution; dashed arrows are the skip connections (each down
+    output is concatenated to the input of the up block at its height); orange marks attention.
+    ``config``: a UNetConfig or a UNet. Returns the Axes."""
+    cfg = getattr(config, "config", config)
+    down, mid, up, skips = unet_layout(cfg)
+    y_down, y_up, y_mid = _unet_rows(down, up, skips)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 0.55 * (len(down) + 3) + 1))
+    x_down, x_up, x_mid, w, h, h_resample = 0.0, 6.4, 3.2, 2.9, 0.56, 0.34
+    _resolution_bands(ax, down, y_down, y_mid, x_down - w / 2 - 0.15)
+    for r, item in enumerate(down):
+        _unet_box(ax, x_down, y_down[r], item, w, h)
+        if r:
+            _arrow(ax, x_down, y_down[r - 1] - h / 2, x_down, y_down[r] + h / 2)
+    _unet_box(ax, x_mid, y_mid, mid, w + 0.6, h)
+    _arrow(ax, x_down, y_down[-1] - h / 2, x_mid - w / 2 - 0.3, y_mid)
+    _arrow(ax, x_mid + w / 2 + 0.3, y_mid, x_up, y_up[0] - h / 2)
+    heights = [h_resample if item["name"].endswith("upsample") else h for item in up]
+    for u, item in enumerate(up):
+        _unet_box(ax, x_up, y_up[u], item, w, heights[u])
+        if u:
+            _arrow(ax, x_up, y_up[u - 1] + heights[u - 1] / 2, x_up, y_up[u] - heights[u] / 2)
+    for d, u in skips:
+        ax.annotate("", xy=(x_up - w / 2, y_up[u]), xytext=(x_down + w / 2, y_down[d]), gid="skip",
+                    arrowprops=dict(arrowstyle="-|>", lw=1, ls="--", color="0.45"))
+    size, top = _size_text(cfg.sample_size, 0).replace("×", " × "), y_up[-1] + 0.75
+    ax.text(x_down, top, f"x_t  ({cfg.in_channels} × {size})", ha="center", va="bottom", fontsize=9)
+    _arrow(ax, x_down, top, x_down, y_down[0] + h / 2)
+    ax.text(x_up, top, f"eps_pred  ({cfg.out_channels or cfg.in_channels} × {size})", ha="center", va="bottom",
+            fontsize=9)
+    _arrow(ax, x_up, y_up[-1] + h / 2, x_up, top)
+    _unet_legend(ax, cfg, x_mid, y_mid - 0.55)
+    ax.set_title(f"UNet: block_out_channels={tuple(cfg.block_out_channels)}, "
+                 f"layers_per_block={cfg.layers_per_block}", fontsize=10)
+    ax.set(xlim=(-2.9, x_up + w / 2 + 0.2), ylim=(y_mid - 1.0, top + 0.5))
+    ax.axis("off")
+    return ax
