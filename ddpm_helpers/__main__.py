@@ -91,6 +91,9 @@ def _parser():
     train.add_argument("--lr", type=_positive_real, help="AdamW peak learning rate (default 1e-3; seed recipe 4e-4)")
     train.add_argument("--out", type=Path, help="output folder (default runs/digits; seed recipe runs/seed)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out/checkpoint.pt")
+    train.add_argument("--init-from", type=Path, help="start a new run from exported weights (a .safetensors "
+                       "file from export); with --conditional the label embedding starts at zero, so training "
+                       "begins from the unconditional model")
     train.add_argument("--seed", type=_number(int, low=0, allowed="a whole number >= 0"), default=0,
                        help="seed of every random draw (default %(default)s)")
     train.add_argument("--dataset", help="'digits' (embedded, offline), a hub name such as 'mnist', or a folder "
@@ -160,6 +163,12 @@ def _check_before_training(args, s):
     checkpoint = s["out"] / "checkpoint.pt"
     if checkpoint.exists() and not args.resume:
         raise CommandLineError(f"{checkpoint} exists: pass --resume to continue it, or choose another --out.")
+    if args.init_from is not None and args.resume:
+        raise CommandLineError("--init-from starts a new run; a resumed run's weights come from its checkpoint. "
+                               "Drop --init-from to continue, or --resume to start again.")
+    if args.init_from is not None and not args.init_from.is_file():
+        raise CommandLineError(f"--init-from: no weights file at {str(args.init_from)!r} (write one with "
+                               "`python -m ddpm_helpers export`)")
     if args.resume and not checkpoint.exists():
         raise CommandLineError(f"--resume: there is no {checkpoint} to continue; drop --resume to start a new run, "
                                "or give the --out of the run to continue.")
@@ -210,7 +219,32 @@ def _build_model(args, s, dataset):
                            attention_head_dim=math.gcd(16, args.channels[-1]))
     if args.conditional:
         options["num_class_embeds"] = _num_classes(dataset) + 1  # + 1: the last one means "no label"
-    return build_unet(**options)
+    model = build_unet(**options)
+    return model if args.init_from is None else _init_from(model, args.init_from)
+
+
+def _init_from(model, path):
+    """Copy the weights in ``path`` into ``model``; a label embedding they lack starts at zero (the
+    conditional model then computes exactly what the unconditional one did, for every label)."""
+    import torch
+
+    from .checkpoints import load_pretrained
+
+    source = load_pretrained(path)[0].state_dict()
+    target = model.state_dict()
+    missing = [name for name in target if name not in source and not name.startswith("class_embedding.")]
+    wrong = [f"{name} {tuple(source[name].shape)} vs {tuple(w.shape)}" for name, w in target.items()
+             if name in source and source[name].shape != w.shape]
+    extra = [name for name in source if name not in target]
+    if missing or wrong or extra:
+        problems = (missing and f"lacks {missing[:3]}") or (wrong and f"has other shapes: {wrong[:3]}") or \
+            f"holds weights this model has no place for: {extra[:3]}"
+        raise CommandLineError(f"--init-from: {path} is another architecture; it {problems}. Give the same "
+                               "--channels (and --image-size) as the run that wrote it.")
+    with torch.no_grad():
+        for name, weight in target.items():
+            weight.copy_(source[name] if name in source else torch.zeros_like(weight))
+    return model
 
 
 def _train(args):
@@ -266,7 +300,7 @@ def _write_outputs(args, s, state, device, precision):
     axes[0].figure.tight_layout()
     axes[0].figure.savefig(out / "loss.png", dpi=120)
     log = {"config": asdict(state.config), "model_config": _model_config(state.model), "recipe": args.recipe,
-           "dataset": s["dataset"], "step": state.step, "images_seen": state.images_seen,
+           "dataset": s["dataset"], "init_from": args.init_from, "step": state.step, "images_seen": state.images_seen,
            "wall_time_s": round(state.elapsed, 1), "num_processes": state.num_processes,
            "images_per_s": round(state.images_seen / max(state.elapsed, 1e-9), 1),
            "final_loss_smoothed": state.smoothed_loss, "loss_by_timestep": state.loss_by_timestep,

@@ -212,3 +212,38 @@ def test_conditional_needs_labels(capsys, tmp_path):
     assert_one_line_error(capsys, ["train", "--conditional", "--dataset", images, "--out", tmp_path / "c",
                                    "--steps", "1"], "--conditional needs a labelled dataset")
 
+
+
+def test_init_from_starts_the_conditional_model_as_the_unconditional_one(capsys, run_folder, tmp_path):
+    """--init-from copies every weight; the zero label embedding makes every label (and "no label")
+    give exactly the unconditional model's prediction, so training starts from that model."""
+    from ddpm_helpers.__main__ import _init_from
+    from ddpm_helpers.checkpoints import export_weights, load_pretrained
+    from ddpm_helpers.unet import UNet
+
+    weights = tmp_path / "w.safetensors"
+    export_weights(run_folder / "checkpoint.pt", weights)
+    plain, _ = load_pretrained(weights)
+    conditional = _init_from(UNet(**{**plain.config.__dict__, "num_class_embeds": 11}).eval(), weights)
+    x, t = torch.randn(11, 1, 16, 16, generator=torch.Generator().manual_seed(0)), torch.full((11,), 500)
+    with torch.no_grad():
+        expected = plain(x, t).sample
+        got = conditional(x, t, class_labels=torch.arange(11)).sample
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    status, out, err = cli(capsys, "train", "--conditional", "--init-from", weights, "--steps", "2",
+                           "--out", tmp_path / "c", *SMALL)
+    assert status == 0, err
+
+
+def test_init_from_refuses_what_it_cannot_use(capsys, run_folder, tmp_path):
+    from ddpm_helpers.checkpoints import export_weights
+
+    weights = tmp_path / "w.safetensors"
+    export_weights(run_folder / "checkpoint.pt", weights)
+    assert_one_line_error(capsys, ["train", "--init-from", tmp_path / "none.safetensors", "--out", tmp_path / "a",
+                                   *SMALL], "--init-from", "no weights file")
+    assert_one_line_error(capsys, ["train", "--init-from", weights, "--resume", "--out", run_folder, *SMALL],
+                          "--init-from starts a new run")
+    other = [a if a != "8,16" else "8,8" for a in SMALL]
+    assert_one_line_error(capsys, ["train", "--init-from", weights, "--out", tmp_path / "b", *other],
+                          "--init-from", "another architecture", "--channels")
