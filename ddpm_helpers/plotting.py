@@ -374,3 +374,26 @@ def draw_unet(config, ax=None):
     ax.set(xlim=(-2.9, x_up + w / 2 + 0.2), ylim=(y_mid - 1.0, top + 0.5))
     ax.axis("off")
     return ax
+
+
+def show_image_rows(rows, labels, title=None, figsize=None):
+    """Show several batches, one per row, each row labelled on its left (e.g. the sampler that made
+    it): ``rows`` is a list of (B, C, H, W) tensors in [-1, 1], ``labels`` one string per row.
+    Returns the list of Axes, top to bottom."""
+    _checks.instance(rows, "rows", (list, tuple), "a list of (B, C, H, W) batches, one per row")
+    _checks.nonempty(rows, "rows", "a list of (B, C, H, W) batches, one per row")
+    _checks.instance(labels, "labels", (list, tuple), "a list of strings, one per row")
+    if len(labels) != len(rows):
+        raise ValueError(f"labels must be one label per row: got {len(labels)} labels for {len(rows)} rows")
+    batches = [_as_batch(row, name=f"rows[{i}]") for i, row in enumerate(rows)]
+    width = max(len(b) for b in batches)
+    figsize = figsize or (max(4.0, 0.8 * width + 1.8), 0.85 * len(rows) + (0.3 if title else 0))
+    fig, axes = plt.subplots(len(rows), 1, figsize=figsize, squeeze=False)
+    for ax, batch, label in zip(axes[:, 0], batches, labels):
+        grid = make_grid(batch, nrow=width, padding=_PADDING, pad_value=_PAD_VALUE)
+        _imshow(ax, _grid_to_numpy(grid, batch.shape[1]))
+        ax.set_ylabel(str(label), rotation=0, ha="right", va="center", fontsize=9)
+    if title is not None:
+        axes[0, 0].set_title(title)
+    fig.tight_layout()
+    return list(axes[:, 0])

@@ -89,3 +89,15 @@ def test_image_to_numpy_shapes_and_values():
     assert gray.shape == (2, 2) and gray.dtype == np.float32
     np.testing.assert_allclose(gray, [[0.0, 0.5], [1.0, 1.0]])
     assert image_to_numpy(torch.zeros(3, 5, 7)).shape == (5, 7, 3)
+
+
+def test_show_image_rows_labels_each_row_on_the_row():
+    from ddpm_helpers.plotting import show_image_rows
+
+    rows = [torch.full((3, 1, 4, 4), -1.0), torch.full((3, 1, 4, 4), 1.0)]
+    axes = show_image_rows(rows, ["black", "white"], title="two rows")
+    assert [ax.get_ylabel() for ax in axes] == ["black", "white"]
+    assert np.asarray(axes[0].images[0].get_array())[3, 3] == 0.0  # -1 shows black
+    assert np.asarray(axes[1].images[0].get_array())[3, 3] == 1.0
+    with pytest.raises(ValueError, match="one label per row"):
+        show_image_rows(rows, ["only one"])
