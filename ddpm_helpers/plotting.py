@@ -376,24 +376,37 @@ def draw_unet(config, ax=None):
     return ax
 
 
-def show_image_rows(rows, labels, title=None, figsize=None):
-    """Show several batches, one per row, each row labelled on its left (e.g. the sampler that made
-    it): ``rows`` is a list of (B, C, H, W) tensors in [-1, 1], ``labels`` one string per row.
-    Returns the list of Axes, top to bottom."""
-    _checks.instance(rows, "rows", (list, tuple), "a list of (B, C, H, W) batches, one per row")
-    _checks.nonempty(rows, "rows", "a list of (B, C, H, W) batches, one per row")
+def show_image_rows(rows, labels, ax=None, title=None, label_size=9):
+    """Show images in labelled rows, each label written on its own row (e.g. the sampler that made
+    it, or the digit asked for). ``rows``: a list of (B, C, H, W) batches in [-1, 1], one per row
+    (a shorter row is padded with blanks), or one (R * K, C, H, W) tensor filling the R rows
+    evenly; ``labels``: one string per row. Returns the Axes."""
     _checks.instance(labels, "labels", (list, tuple), "a list of strings, one per row")
-    if len(labels) != len(rows):
-        raise ValueError(f"labels must be one label per row: got {len(labels)} labels for {len(rows)} rows")
-    batches = [_as_batch(row, name=f"rows[{i}]") for i, row in enumerate(rows)]
-    width = max(len(b) for b in batches)
-    figsize = figsize or (max(4.0, 0.8 * width + 1.8), 0.85 * len(rows) + (0.3 if title else 0))
-    fig, axes = plt.subplots(len(rows), 1, figsize=figsize, squeeze=False)
-    for ax, batch, label in zip(axes[:, 0], batches, labels):
-        grid = make_grid(batch, nrow=width, padding=_PADDING, pad_value=_PAD_VALUE)
-        _imshow(ax, _grid_to_numpy(grid, batch.shape[1]))
-        ax.set_ylabel(str(label), rotation=0, ha="right", va="center", fontsize=9)
+    _checks.nonempty(labels, "labels", "a list of strings, one per row")
+    if isinstance(rows, torch.Tensor):
+        batch = _as_batch(rows, name="rows")
+        if len(batch) % len(labels):
+            raise ValueError(f"rows must fill the {len(labels)} rows evenly (one per label): got {len(batch)} "
+                             f"images, not a multiple of {len(labels)}")
+        batches = list(batch.chunk(len(labels)))
+    else:
+        _checks.instance(rows, "rows", (list, tuple), "a list of (B, C, H, W) batches, one per row")
+        _checks.nonempty(rows, "rows", "a list of (B, C, H, W) batches, one per row")
+        if len(labels) != len(rows):
+            raise ValueError(f"labels must be one label per row: got {len(labels)} labels for {len(rows)} rows")
+        batches = [_as_batch(row, name=f"rows[{i}]") for i, row in enumerate(rows)]
+    width, (channels, height, size) = max(len(b) for b in batches), batches[0].shape[1:]
+    if any(b.shape[1:] != batches[0].shape[1:] for b in batches):
+        shapes = sorted({tuple(b.shape[1:]) for b in batches})
+        raise ValueError(f"every row must hold images of one (C, H, W) shape; got {shapes}")
+    blank = torch.full((1, channels, height, size), _PAD_VALUE)
+    padded = torch.cat([torch.cat([b, blank.expand(width - len(b), -1, -1, -1)]) for b in batches])
+    grid = make_grid(padded, nrow=width, padding=_PADDING, pad_value=_PAD_VALUE)
+    ax = _axes(ax, (max(4.0, 0.8 * width + 1.8), 0.85 * len(batches) + (0.3 if title else 0)))
+    _imshow(ax, _grid_to_numpy(grid, channels))
+    centres = [_PADDING + r * (height + _PADDING) + (height - 1) / 2 for r in range(len(batches))]
+    ax.set_yticks(centres, [str(label) for label in labels], fontsize=label_size)
+    ax.tick_params(axis="y", length=0)
     if title is not None:
-        axes[0, 0].set_title(title)
-    fig.tight_layout()
-    return list(axes[:, 0])
+        ax.set_title(title)
+    return ax

@@ -94,10 +94,16 @@ def test_image_to_numpy_shapes_and_values():
 def test_show_image_rows_labels_each_row_on_the_row():
     from ddpm_helpers.plotting import show_image_rows
 
-    rows = [torch.full((3, 1, 4, 4), -1.0), torch.full((3, 1, 4, 4), 1.0)]
-    axes = show_image_rows(rows, ["black", "white"], title="two rows")
-    assert [ax.get_ylabel() for ax in axes] == ["black", "white"]
-    assert np.asarray(axes[0].images[0].get_array())[3, 3] == 0.0  # -1 shows black
-    assert np.asarray(axes[1].images[0].get_array())[3, 3] == 1.0
+    rows = [torch.full((3, 1, 4, 4), -1.0), torch.zeros(2, 1, 4, 4)]  # the second row is shorter
+    ax = show_image_rows(rows, ["black", "gray"], title="two rows")
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["black", "gray"]
+    pixels = np.asarray(ax.images[0].get_array())  # padding 2 around 4x4 images
+    assert pixels[3, 3] == 0.0 and pixels[9, 3] == 0.5  # -1 shows black, 0 gray, each on its row
+    assert pixels[9, 15] == 1.0  # the missing third image of the short row is blank (white)
+    assert ax.get_yticks()[1] > ax.get_yticks()[0] and abs(ax.get_yticks()[0] - 3.5) < 1e-9  # on the row's centre
     with pytest.raises(ValueError, match="one label per row"):
         show_image_rows(rows, ["only one"])
+    ax = show_image_rows(torch.zeros(6, 1, 32, 32), ["digit 0", "digit 1"])  # one tensor, split evenly
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["digit 0", "digit 1"]
+    with pytest.raises(ValueError, match="evenly"):
+        show_image_rows(torch.zeros(5, 1, 32, 32), ["a", "b"])
