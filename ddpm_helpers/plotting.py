@@ -374,3 +374,23 @@ def draw_unet(config, ax=None):
     ax.set(xlim=(-2.9, x_up + w / 2 + 0.2), ylim=(y_mid - 1.0, top + 0.5))
     ax.axis("off")
     return ax
+
+
+def show_image_rows(images, row_labels, ax=None, title=None, label_size=10):
+    """Show (R * K, C, H, W) in [-1, 1] as R rows of K images, ``row_labels[r]`` written on the left
+    of row r (e.g. "digit 3"). Returns the Axes."""
+    _checks.instance(row_labels, "row_labels", (list, tuple), "a list of strings, one per row")
+    batch = _as_batch(images)
+    rows = _checks.positive_int(len(row_labels), "len(row_labels)", hint="one label per row")
+    if len(batch) % rows:
+        raise ValueError(f"images must fill {rows} rows evenly (one per label), got {len(batch)} images")
+    per_row, height = len(batch) // rows, batch.shape[2]
+    grid = make_grid(batch, nrow=per_row, padding=_PADDING, pad_value=_PAD_VALUE)
+    ax = _axes(ax, (max(2.0, 0.7 * per_row + 1), max(1.5, 0.7 * rows)))
+    _imshow(ax, _grid_to_numpy(grid, batch.shape[1]))
+    centres = [_PADDING + r * (height + _PADDING) + (height - 1) / 2 for r in range(rows)]
+    ax.set_yticks(centres, [str(label) for label in row_labels], fontsize=label_size)
+    ax.tick_params(axis="y", length=0)
+    if title is not None:
+        ax.set_title(title)
+    return ax
