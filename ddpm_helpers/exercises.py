@@ -18,6 +18,7 @@ learner's function, a non-function -- each comes back as a hint.
     lesson 5   check_sampling_loop  the whole DDPM sampling loop
                check_ddim_step      one deterministic DDIM step (Song et al. 2021, eq. 12, eta = 0)
     lesson 6   check_trailing_timesteps  "trailing" step spacing (Lin et al. 2024, Table 2)
+    lesson 7   check_guidance       classifier-free guidance (Ho & Salimans 2022, eq. 6)
 
 Timesteps are 0-indexed like diffusers: t = 0, ..., T-1, alpha_bar_t = alphas_cumprod[t],
 and alpha_bar_{t-1} = 1 at t = 0 (nothing is noised before the first step).
@@ -436,3 +437,10 @@ __all__ += ["check_bottom_shape", "check_residual_block", "check_unet_forward"]
 from ._sampler_exercises import check_trailing_timesteps  # noqa: E402
 
 __all__ += ["check_trailing_timesteps"]
+
+
+# --- lesson 7: classifier-free guidance ---------------------------------------------------------
+
+from ._guidance_exercises import check_guidance  # noqa: E402
+
+__all__ += ["check_guidance"]

@@ -372,3 +372,99 @@ def reverse_process_slider(states, every=1):
     frames = render_frames(lambda fig, i: draw_reverse_frame(fig, states[i], i, len(states), nrow), indices,
                            figsize=(8, 4.2))
     return FrameSlider(frames, indices, description="state")
+
+
+# --- lesson 7: guidance ---------------------------------------------------------------------------
+
+
+def draw_guidance_frame(fig, images, w, labels, read=None):
+    """One frame of lesson 7: the samples drawn at guidance scale w, one column per requested
+    digit (``labels``), one row per starting noise; ``read``: which ones the classifier reads as asked."""
+    from .plotting import show_image_rows
+
+    ax = fig.subplots()
+    columns = len(labels)
+    rows = len(images) // columns
+    show_image_rows(images, [f"noise {r + 1}" for r in range(rows)], ax=ax)
+    height = images.shape[-1] + 2
+    ax.set_xticks([2 + c * height + (height - 3) / 2 for c in range(columns)], [str(int(d)) for d in labels])
+    ax.tick_params(axis="x", length=0, labeltop=True, labelbottom=False)
+    text = f"w = {w:g}"
+    if read is not None:
+        text += f": {int(read.sum())} of {len(read)} read as the digit asked for (p >= 0.9)"
+    ax.set_title(text, fontsize=10)
+    fig.tight_layout()
+
+
+def guidance_slider(images_by_w, labels, read_by_w=None):
+    """A slider over integer guidance scales w: ``images_by_w`` {w: (R * K, 1, H, W)} drawn from the
+    same noise at each w, row r column k asking for ``labels[k]``; ``read_by_w`` {w: (R * K,) bool}."""
+    if not isinstance(images_by_w, Mapping) or not images_by_w:
+        raise TypeError("images_by_w must be a non-empty dict {w: images}, one entry per guidance scale")
+    values = sorted(images_by_w)
+    labels = [int(d) for d in labels]
+    for w in values:
+        if len(images_by_w[w]) % len(labels):
+            raise ValueError(f"images_by_w[{w}] must hold whole rows of {len(labels)} images, one per label; "
+                             f"got {len(images_by_w[w])}")
+    read_by_w = read_by_w or {}
+    frames = render_frames(lambda fig, w: draw_guidance_frame(fig, images_by_w[w], w, labels, read_by_w.get(w)),
+                           values, figsize=(0.55 * len(labels) + 1.2, 0.55 * (len(images_by_w[values[0]])
+                                                                         // len(labels)) + 0.9))
+    return FrameSlider(frames, values, description="w")
+
+
+class NumberWriter:
+    """Type a number, the model writes it: an ``ipywidgets.Text`` box and the picture of its digits.
+
+    ``draw(text) -> PNG bytes`` makes the picture (raising ValueError on text that is not a number);
+    a new value of ``text`` (on Enter) redraws it, a bad one leaves the picture and says why in
+    ``message``. Displayed, the output carries the widget and a PNG of the current number.
+    """
+
+    def __init__(self, draw, initial="2026"):
+        if not callable(draw):
+            raise TypeError(f"draw must be a function draw(text) -> PNG bytes, got {type(draw).__name__}")
+        self.draw = draw
+        self.text = widgets.Text(value=str(initial), description="number", continuous_update=False)
+        self.message = widgets.HTML(value="")
+        self.image = widgets.Image(value=draw(str(initial)), format="png")
+        self.text.observe(self._on_change, names="value")
+        self.widget = widgets.VBox([widgets.HBox([self.text, self.message]), self.image])
+
+    def _on_change(self, change):
+        try:
+            png = self.draw(change["new"])
+        except ValueError as error:
+            self.message.value = f"<span style='color:#a00'>{error}</span>"
+            return
+        self.message.value = ""
+        self.image.value = png
+
+    def __repr__(self):
+        return f"NumberWriter(number = {self.text.value!r})"
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {
+            "text/plain": repr(self),
+            "image/png": base64.b64encode(self.image.value).decode("ascii"),
+            WIDGET_VIEW: {"version_major": 2, "version_minor": 0, "model_id": self.widget.model_id},
+        }
+
+
+def number_writer(model, scheduler, initial="2026", guidance_scale=3.0, num_inference_steps=20, seed=0, rows=2):
+    """Lesson 7's "write a number": a text box; the model draws the number typed, digit by digit,
+    ``rows`` versions one under the other (``guidance.draw_number``)."""
+    from .guidance import draw_number, number_labels
+    from .plotting import show_image_rows
+
+    def draw(text):
+        digits = number_labels(text)
+        images = draw_number(model, scheduler, text, guidance_scale, num_inference_steps, seed, rows)
+        fig = Figure(figsize=(0.75 * len(digits) + 1.3, 0.75 * rows + 0.5))
+        ax = fig.subplots()
+        show_image_rows(images, [f"version {r + 1}" for r in range(rows)], ax=ax)
+        ax.set_title(f"\"{''.join(map(str, digits.tolist()))}\", w = {guidance_scale:g}", fontsize=10)
+        return figure_to_png(fig, dpi=80)
+
+    return NumberWriter(draw, initial)
