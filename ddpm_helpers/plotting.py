@@ -155,8 +155,9 @@ def plot_losses(history, axes=None):
 
 
 class LiveLossPlot:
-    """A training callback that redraws ``plot_losses`` in place in a notebook:
-    ``train(model, dataset, config, callbacks=[LiveLossPlot()])``."""
+    """A training callback that redraws ``plot_losses`` in place in a notebook, titled with the
+    step, images seen and images/s so far: ``train(model, dataset, config, callbacks=[LiveLossPlot()])``
+    (with ``progress=False`` the figure is the only progress shown, and no bar text is stored)."""
 
     def __init__(self):
         self.figure = self.axes = self.handle = None
@@ -170,6 +171,8 @@ class LiveLossPlot:
         for ax in self.axes:
             ax.clear()
         plot_losses(state, self.axes)
+        self.figure.suptitle(f"step {state.step:,}: {state.images_seen:,} images in {state.elapsed:.0f} s "
+                             f"({state.images_seen / max(state.elapsed, 1e-9):.0f} images/s)", fontsize=10)
         self.figure.tight_layout()
         if self.handle is None:
             self.handle = display(self.figure, display_id=True)

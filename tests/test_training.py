@@ -286,6 +286,9 @@ def test_plot_losses_and_live_plot_show_the_history(trained):
     assert not first.update and first.transient["display_id"]
     assert second.update and second.transient == first.transient  # same display_id: redrawn in place
     assert live.handle is not None and len(live.axes[0].lines) == 2
+    title = live.figure._suptitle.get_text()
+    assert title.startswith(f"step {state.step:,}: {state.images_seen:,} images in ")
+    assert f"({state.images_seen / state.elapsed:.0f} images/s)" in title
 
 
 # ---- the command line ----
