@@ -72,3 +72,14 @@ def test_the_pattern_sees_what_it_must():
     assert STORED_MACHINERY.search("sampling:   0%|          | 0/50 [00:00<?, ?it/s]")
     assert STORED_MACHINERY.search("training:  40%|████      | 4/10")
     assert not STORED_MACHINERY.search("loss 0.0194 after 10,702 steps (100% of the budget)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_quick_mode_shows_in_one_settings_cell_at_most(path):
+    """The test suite's quick mode (config.quick) is machinery: one labelled settings cell, or none."""
+    settings = [i for i, cell in enumerate(cells(path)) if cell["cell_type"] == "code"
+                and "quick(" in "".join(cell["source"])]
+    assert len(settings) <= 1, f"quick(...) in cells {settings}"
+    if settings:
+        before = "".join(cells(path)[settings[0] - 1]["source"])
+        assert before.startswith("**Settings.**"), f"the cell before cell {settings[0]} must say what the settings do"
