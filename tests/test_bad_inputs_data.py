@@ -145,27 +145,20 @@ HF_CASES = {
 }
 
 
-def _check(call, error, words):
-    with pytest.raises(error) as info:
-        call()
-    for word in words:
-        assert word in str(info.value), f"{word!r} not in {str(info.value)!r}"
-
-
 @pytest.mark.parametrize("call, error, words", CASES.values(), ids=CASES.keys())
-def test_bad_dataset_arguments(call, error, words):
-    _check(call, error, words)
+def test_bad_dataset_arguments(call, error, words, raises_naming):
+    raises_naming(call, error, words)
 
 
 @pytest.mark.parametrize("name, kwargs, error, words", FOLDER_CASES.values(), ids=FOLDER_CASES.keys())
-def test_bad_folders(folders, tmp_path, name, kwargs, error, words):
+def test_bad_folders(folders, tmp_path, name, kwargs, error, words, raises_naming):
     name = name.format(root=folders)
-    _check(lambda: load_dataset(name, cache_dir=str(tmp_path / "cache"), **kwargs), error, words)
+    raises_naming(lambda: load_dataset(name, cache_dir=str(tmp_path / "cache"), **kwargs), error, words)
 
 
 @pytest.mark.parametrize("call, error, words", HF_CASES.values(), ids=HF_CASES.keys())
-def test_bad_hf_datasets_and_loaders(call, error, words):
-    _check(call, error, words)
+def test_bad_hf_datasets_and_loaders(call, error, words, raises_naming):
+    raises_naming(call, error, words)
 
 
 def test_the_good_folder_loads(folders, tmp_path):
