@@ -22,17 +22,12 @@ import torch.nn.functional as F
 
 from . import _checks
 from .classifier import check_classifier, features, load_classifier
-from .sampling import sample
+from .metrics import CONFIDENT, _frechet_or_nan, kid
+from .sampling import guided_noise, sample  # noqa: F401 (guided_noise: lesson 7 calls it from here)
 
 CONDITIONAL_PATH = Path(__file__).parent / "weights" / "digits_conditional_unet.safetensors"
 NUM_DIGITS = 10
-CONFIDENT = 0.9  # the same threshold as metrics.CONFIDENT
 MAX_NUMBER_LENGTH = 12
-
-
-def guided_noise(eps_uncond, eps_cond, w):
-    """eps_hat = eps_uncond + w (eps_cond - eps_uncond)   (Ho & Salimans 2022, eq. 6, diffusers' w)."""
-    return eps_uncond + w * (eps_cond - eps_uncond)
 
 
 def balanced_labels(n, num_classes=NUM_DIGITS):
@@ -89,7 +84,6 @@ class RealReference:
 def real_reference(n, classifier=None, seed=0):
     """Score N real test digits (the first set: labels i % 10) against a second set of N."""
     from .data import DigitsDataset
-    from .metrics import _frechet_or_nan, kid
 
     n = _checks.positive_int(n, "n")
     if n < 2:
@@ -115,7 +109,6 @@ def guidance_tradeoff(model, scheduler, scales, n, num_inference_steps=None, see
     ``reference``: a ``real_reference(n)`` to compare with (made here when None).
     ``keep_images``: keep each row's samples in ``row.images`` (for pictures).
     """
-    from .metrics import _frechet_or_nan, kid
 
     n = _checks.positive_int(n, "n", hint="e.g. 100: 10 per digit")
     if n < 2:

@@ -124,10 +124,14 @@ def _predict_noise(model, x_t, t, labels, null, w, mixed_precision, device):
             eps_both = model(torch.cat([x_t, x_t]), t, class_labels=torch.cat([torch.full_like(labels, null), labels]),
                              return_dict=False)[0]
             eps_null, eps_cond = eps_both.float().chunk(2)  # each (B, ...)
-            # Ho & Salimans 2022, eq. (6) with our w = their w + 1 (diffusers' guidance_scale): the
-            # unconditional guess, moved w times as far as the label moves it
-            eps_pred = eps_null + w * (eps_cond - eps_null)
+            eps_pred = guided_noise(eps_null, eps_cond, w)
     return eps_pred.to(x_t.dtype)
+
+
+def guided_noise(eps_uncond, eps_cond, w):
+    """Classifier-free guidance: the unconditional guess, moved w times as far as the label moves it."""
+    # Ho & Salimans 2022, eq. (6) with our w = their w + 1 (diffusers' guidance_scale)
+    return eps_uncond + w * (eps_cond - eps_uncond)
 
 
 def denoising_steps(model, scheduler, shape, num_inference_steps=None, generator=None, device=None, eta=None,
