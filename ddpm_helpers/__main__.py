@@ -229,22 +229,16 @@ def _init_from(model, path):
     import torch
 
     from .checkpoints import load_pretrained
+    from .pipeline import _load_weights
 
-    source = load_pretrained(path)[0].state_dict()
-    target = model.state_dict()
-    missing = [name for name in target if name not in source and not name.startswith("class_embedding.")]
-    wrong = [f"{name} {tuple(source[name].shape)} vs {tuple(w.shape)}" for name, w in target.items()
-             if name in source and source[name].shape != w.shape]
-    extra = [name for name in source if name not in target]
-    if missing or wrong or extra:
-        problems = (missing and f"lacks {missing[:3]}") or (wrong and f"has other shapes: {wrong[:3]}") or \
-            f"holds weights this model has no place for: {extra[:3]}"
-        raise CommandLineError(f"--init-from: {path} is another architecture; it {problems}. Give the same "
-                               "--channels (and --image-size) as the run that wrote it.")
-    with torch.no_grad():
-        for name, weight in target.items():
-            weight.copy_(source[name] if name in source else torch.zeros_like(weight))
-    return model
+    weights = load_pretrained(path)[0].state_dict()
+    labels = {name: torch.zeros_like(w) for name, w in model.state_dict().items()
+              if name.startswith("class_embedding.") and name not in weights}
+    try:
+        return _load_weights(model, {**weights, **labels}, path)
+    except ValueError as error:
+        raise CommandLineError(f"--init-from: {path} is another architecture ({error}). Give the same --channels "
+                               "(and --image-size) as the run that wrote it.") from None
 
 
 def _train(args):
