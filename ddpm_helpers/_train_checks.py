@@ -11,7 +11,7 @@ from . import _checks, parallel
 from .schedules import BETA_SCHEDULES
 
 
-OPTIONAL = ("num_steps", "grad_clip", "checkpoint_every_s", "time_budget_s")  # None is allowed for these
+OPTIONAL = ("num_steps", "grad_clip", "checkpoint_every_s", "time_budget_s", "min_snr_gamma")  # None is allowed for these
 
 
 def check_config(config):
@@ -31,7 +31,8 @@ def check_config(config):
             ("num_steps", c.integer, dict(low=1, hint="or None to train until time_budget_s runs out")),
             ("grad_clip", c.real, dict(low=0, low_open=True, hint="None turns clipping off")),
             ("checkpoint_every_s", c.real, dict(low=0, low_open=True, hint="or None")),
-            ("time_budget_s", c.real, dict(low=0, low_open=True, hint="or None"))]:
+            ("time_budget_s", c.real, dict(low=0, low_open=True, hint="or None")),
+            ("min_snr_gamma", c.real, dict(low=0, low_open=True, hint="Hang et al. use 5; None turns it off"))]:
         value = getattr(config, name)
         if value is not None or name not in OPTIONAL:
             setattr(config, name, rule(value, name, **kwargs))

@@ -63,6 +63,7 @@ class TrainConfig:
     num_train_timesteps: int = 1000  # T, as in the seed's DDPMScheduler
     beta_schedule: str = "squaredcos_cap_v2"  # the seed's schedule (cosine, Nichol & Dhariwal 2021)
     label_dropout: float = 0.1  # class-conditional models: share of labels replaced by "no label"
+    min_snr_gamma: float | None = None  # loss weights min(SNR_t, gamma) / SNR_t (see loss_weights); None: the seed's
     checkpoint_every: int = 500  # save a checkpoint every this many steps (needs checkpoint_path)
     checkpoint_every_s: float | None = 120.0  # ... and at least every this many seconds
     log_every: int = 50  # call the doctor and the callbacks every this many steps
@@ -217,6 +218,18 @@ class _Run:
         return self.accelerator.num_processes
 
 
+def loss_weights(timesteps, scheduler, config):
+    """Each image's weight in the loss, (b,): 1 (the seed), or with ``config.min_snr_gamma`` =
+    gamma the min-SNR-gamma weight of a model that predicts eps (Hang et al. 2023, arXiv
+    2303.09556): min(SNR_t, gamma) / SNR_t, SNR_t = alpha_bar_t / (1 - alpha_bar_t). Images at
+    SNR_t <= gamma (large t) keep weight 1; the nearly clean ones (small t) count less."""
+    if config.min_snr_gamma is None:
+        return torch.ones(len(timesteps))
+    alpha_bar = scheduler.alphas_cumprod[timesteps].double()
+    snr = alpha_bar / (1 - alpha_bar)
+    return (snr.clamp(max=config.min_snr_gamma) / snr).float()  # (b,)
+
+
 def train_step(state, dataset, run):
     """One optimizer step of the seed's algorithm; returns the loss (a float, over the whole batch)."""
     cfg, T, rank, world = state.config, state.scheduler.num_train_timesteps, run.rank, run.world
@@ -244,7 +257,7 @@ def train_step(state, dataset, run):
     # 3. the loss per image (for loss_by_timestep) and its mean, the seed's F.mse_loss, in fp32
     loss_per_image = (noise_pred.float() - noise).pow(2).mean(dim=(1, 2, 3))  # (b,)
     # 4. backward (gradients averaged over the processes), clip, AdamW step at this step's lr, EMA
-    run.accelerator.backward(loss_per_image.mean())
+    run.accelerator.backward((loss_per_image * loss_weights(timesteps.cpu(), state.scheduler, cfg).to(run.device)).mean())
     if cfg.grad_clip is not None:
         run.accelerator.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
     for group in state.optimizer.param_groups:
@@ -397,7 +410,8 @@ def _check_first_batch(dataset, config, run, step):
 
 def _restore(state, checkpoint):
     """Put a loaded checkpoint's EMA and history into ``state`` (weights and optimizer: train())."""
-    names = ("seed", "batch_size", "learning_rate", "warmup_steps", "beta_schedule", "ema_decay", "label_dropout")
+    names = ("seed", "batch_size", "learning_rate", "warmup_steps", "beta_schedule", "ema_decay", "label_dropout",
+             "min_snr_gamma")
     changed = [name for name in names if checkpoint["train_config"].get(name, getattr(state.config, name))
                != getattr(state.config, name)]
     if changed:

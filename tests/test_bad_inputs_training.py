@@ -42,6 +42,8 @@ CONFIGS = [  # (TrainConfig arguments, exception, fragments of the message)
     (dict(checkpoint_every_s=-1), ValueError, ["checkpoint_every_s", "> 0", "None"]),
     (dict(log_every=0), ValueError, ["log_every", ">= 1"]),
     (dict(time_budget_s=0), ValueError, ["time_budget_s", "> 0"]),
+    (dict(min_snr_gamma=0), ValueError, ["min_snr_gamma", "> 0", "None turns it off"]),
+    (dict(min_snr_gamma="5"), TypeError, ["min_snr_gamma"]),
     (dict(mixed_precision="fp32"), ValueError, ["mixed_precision", "'bf16'", "'fp32'"]),
     (dict(bf16="yes"), ValueError, ["bf16", "True", "mixed_precision"]),
     (dict(device=3), TypeError, ["device", "'cpu'"]),

@@ -556,3 +556,35 @@ def test_seeds_are_exact_63_bit_integers():
     # computed through float64 they kept 53 significant bits: the low bits of large seeds were all 0
     assert sum(s % 1024 != 0 for s in seeds if s >= 2**53) > 150
     assert _seed_for(0, 0, 1) == _seed_for(0, 0, 1) != _seed_for(0, 1, 0)
+
+
+# ---- min-SNR-gamma loss weights (Hang et al. 2023) ----
+
+def test_min_snr_weights_follow_the_formula():
+    from ddpm_helpers.scheduler import DDPMScheduler
+    from ddpm_helpers.training import loss_weights
+
+    scheduler, t = DDPMScheduler(1000, beta_schedule="squaredcos_cap_v2"), torch.arange(1000)
+    assert torch.equal(loss_weights(t, scheduler, TrainConfig()), torch.ones(1000))  # the seed: a plain mean
+    w = loss_weights(t, scheduler, TrainConfig(min_snr_gamma=5.0))
+    alpha_bar = scheduler.alphas_cumprod.double()
+    snr = alpha_bar / (1 - alpha_bar)
+    expected = torch.where(snr > 5, 5 / snr, torch.ones_like(snr))
+    torch.testing.assert_close(w.double(), expected, rtol=1e-6, atol=0)
+    # the cosine schedule's SNR falls through 5 near t = 200: below it weights < 1, above it exactly 1
+    crossing = int((snr > 5).sum())
+    assert 150 < crossing < 300 and w[:crossing].max() < 1 and torch.all(w[crossing:] == 1)
+    assert w[0] < 0.01  # the nearly clean t = 0 counts almost nothing
+
+
+def test_min_snr_changes_training_only_through_the_weights(digits):
+    def run(**options):
+        torch.manual_seed(0)
+        return train(tiny_unet(), digits, TrainConfig(num_steps=5, **FAST, **options), progress=False)
+
+    plain, huge_gamma, gamma = run(), run(min_snr_gamma=1e12), run(min_snr_gamma=1.0)
+    # gamma above every SNR: every weight is 1, the same run bit for bit
+    for a, b in zip(plain.model.parameters(), huge_gamma.model.parameters()):
+        assert torch.equal(a, b)
+    assert plain.losses[0] == gamma.losses[0]  # the same first batch, noise and t (the weights act on the gradient)
+    assert any(not torch.equal(a, b) for a, b in zip(plain.model.parameters(), gamma.model.parameters()))
