@@ -226,6 +226,9 @@ def sample(model, scheduler, num_images, num_inference_steps=None, generator=Non
     num_images = _checks.positive_int(num_images, "num_images", hint="e.g. 16")
     batch_size = _checks.positive_int(batch_size, "batch_size", hint="e.g. 64")
     _check_scheduler(scheduler)
+    if isinstance(model, tuple):
+        raise TypeError("model is a tuple; load_pretrained() returns (model, scheduler_config): write "
+                        "model, scheduler_config = load_pretrained()")
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "in_channels"):
         raise TypeError("sample() reads the image shape from model.config (in_channels, image_size); for a model "

@@ -196,6 +196,8 @@ def test_bad_arguments_fail_when_called():
         denoising_steps(dummy_eps, DDIMScheduler(), SHAPE, 10, eta=2.0)
     with pytest.raises(TypeError, match="scheduler must be a scheduler object.*DDIMScheduler.from_config"):
         sample(tiny_unet(), "ddim", 2)  # issue 11: was an AttributeError
+    with pytest.raises(TypeError, match=r"tuple; load_pretrained\(\) returns \(model, scheduler_config\)"):
+        sample((tiny_unet(), {}), DDIMScheduler(), 2)  # model = load_pretrained(), the easy slip
 
 
 def test_none_steps_mean_each_samplers_usual_count():
