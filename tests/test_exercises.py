@@ -1,7 +1,6 @@
 """The "your turn" checks: they accept a right answer, name the classic mistakes with hints that
 go from a nudge to the formula, and their references agree with the package's scheduler."""
 
-import json
 import re
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from ddpm_helpers.exercises import (
     check_q_sample, check_sampling_loop, check_step, check_training_loss, show_hint,
 )
 from ddpm_helpers.scheduler import DDIMScheduler, DDPMScheduler
+from notebook_cells import exercise_cells
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -343,31 +343,11 @@ LESSONS = {"01_forward_noising.ipynb": {}, "02_noise_schedules.ipynb": {"noise_s
 CHECK_CALL = re.compile(r"^(check_\w+)\((my_\w+)((?:, [^)]*)?)\);?\s*$", re.M)
 
 
-def exercise_cells(path):
-    """(exercise source, its stored text output, the python code of the solution folded after it)."""
-    cells = json.loads(path.read_text())["cells"]
-    for i, cell in enumerate(cells):
-        source = "".join(cell["source"])
-        if cell["cell_type"] != "code" or not CHECK_CALL.search(source):
-            continue
-        text = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []))
-        solution = None
-        for later in cells[i + 1:]:
-            block = "".join(later["source"])
-            match = re.search(r"<summary>Solution.*?```python\n(.*?)```", block, re.S)
-            if later["cell_type"] == "markdown" and match:
-                solution = match.group(1)
-                break
-            if later["cell_type"] == "code":
-                break
-        yield source, text, solution
-
-
 @pytest.mark.parametrize("notebook", LESSONS)
 def test_exercises_are_stored_unsolved_with_a_gentle_first_hint(notebook):
-    found = list(exercise_cells(ROOT / "notebooks" / notebook))
+    found = list(exercise_cells(ROOT / "notebooks" / notebook, CHECK_CALL))
     assert len(found) >= 2
-    for source, text, solution in found:
+    for source, text, _, solution in found:
         assert text.startswith("Not yet. Hint 1 of "), f"stored output of an exercise: {text!r}"
         assert "Correct" not in text
         assert solution is not None, f"no folded solution after:\n{source}"
@@ -377,7 +357,7 @@ def test_exercises_are_stored_unsolved_with_a_gentle_first_hint(notebook):
 @pytest.mark.parametrize("notebook", LESSONS)
 def test_the_folded_solutions_pass_their_checks(notebook, capsys):
     namespace = {"torch": torch, **LESSONS[notebook]}
-    for source, _, solution in exercise_cells(ROOT / "notebooks" / notebook):
+    for source, _, _, solution in exercise_cells(ROOT / "notebooks" / notebook, CHECK_CALL):
         check_name, function_name, extra = CHECK_CALL.search(source).groups()
         exec(solution, namespace)  # noqa: S102 - our own notebook's solution
         check = getattr(exercises, check_name)

@@ -1,7 +1,6 @@
 """Lesson 3: the residual-block and forward-path checks, the UNet diagram drawn from the config,
 and the notebook's exercises (stored unsolved, their folded solutions right)."""
 
-import json
 import re
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch.nn.functional as F
 from ddpm_helpers import unet
 from ddpm_helpers.exercises import check_residual_block, check_unet_forward, show_hint
 from ddpm_helpers.plotting import draw_unet, unet_layout
+from notebook_cells import exercise_cells
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "03_unet.ipynb"
@@ -379,15 +379,7 @@ CHECK_CALL = re.compile(r"^(check_\w+)\((My\w+|my_\w+)((?:, [^)]*)?)\);?\s*$", r
 
 
 def exercises():
-    cells = json.loads(NOTEBOOK.read_text())["cells"]
-    for i, cell in enumerate(cells):
-        source = "".join(cell["source"])
-        if cell["cell_type"] != "code" or not CHECK_CALL.search(source):
-            continue
-        text = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []))
-        following = "".join(cells[i + 1]["source"]) if i + 1 < len(cells) else ""
-        match = re.search(r"<summary>Solution.*?```python\n(.*?)```", following, re.S)
-        yield source, text, following, match.group(1) if match else None
+    return exercise_cells(NOTEBOOK, CHECK_CALL)
 
 
 def test_lesson3_exercises_are_stored_unsolved_with_folded_hints():

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F  # noqa: F401 - the notebook's exercise cells use it
 
 from ddpm_helpers import exercises as checks
+from notebook_cells import exercise_cells, stored_text
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "04_training_loop.ipynb"
 CHECK_CALL = re.compile(r"^(check_\w+)\((my_\w+)\);?\s*$", re.M)
@@ -25,17 +26,8 @@ def source(cell):
     return "".join(cell["source"])
 
 
-def stored_text(cell):
-    return "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
-                   for o in cell.get("outputs", []))
-
-
-def exercises(cells):
-    for i, cell in enumerate(cells):
-        if cell["cell_type"] == "code" and CHECK_CALL.search(source(cell)):
-            following = source(cells[i + 1])
-            solution = re.search(r"<summary>Solution.*?```python\n(.*?)```", following, re.S)
-            yield source(cell), stored_text(cell), following, solution.group(1) if solution else None
+def exercises():
+    return exercise_cells(NOTEBOOK, CHECK_CALL)
 
 
 def with_solution(attempt, solution):
@@ -52,7 +44,7 @@ def with_solution(attempt, solution):
 
 
 def test_lesson4_exercises_are_stored_unsolved_with_folded_hints(cells):
-    found = list(exercises(cells))
+    found = list(exercises())
     assert [CHECK_CALL.search(s).group(1) for s, *_ in found] == ["check_training_loss", "check_ema_update"]
     for attempt, text, following, solution in found:
         assert text.startswith("Not yet. Hint 1 of "), text
@@ -62,7 +54,7 @@ def test_lesson4_exercises_are_stored_unsolved_with_folded_hints(cells):
 
 
 def test_lesson4_attempts_fail_and_folded_solutions_pass(cells, capsys):
-    for attempt, _, _, solution in exercises(cells):
+    for attempt, _, _, solution in exercises():
         check_name, fn_name = CHECK_CALL.search(attempt).groups()
         for code, expected in [(attempt, False), (with_solution(attempt, solution), True)]:
             namespace = {"torch": torch, "F": F}
