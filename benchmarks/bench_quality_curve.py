@@ -1,0 +1,270 @@
+"""Sample quality against minutes of training on this machine: the quality-per-minute curve.
+
+    python benchmarks/bench_quality_curve.py                  # ours fp32 (+ bf16 where native), the seed, 1-20 min
+    python benchmarks/bench_quality_curve.py --recipes ours-fp32 ours-min-snr --minutes 1 2 3 5 10
+
+Recipes (``RECIPES``):
+- ``ours-fp32`` / ``ours-bf16``: ``UNet()`` trained by ``training.train`` with ``TrainConfig()``'s
+  defaults in float32 / under bf16 autocast (skipped where the CPU has no native bf16: emulated
+  bf16 is slower than float32 there, so no laptop would use it);
+- ``ours-min-snr`` (min-SNR-5 loss weights), ``ours-lr-2e-3``, ``ours-batch-32``, ``ours-small``
+  (``UNet(block_out_channels=(16, 32, 64))``, the CLI's ``--channels 16,32,64``): one thing changed each;
+  ``ours-min-snr-lr-2e-3``: two of them together;
+- ``seed-fp32``: the seed's loop as written (diffusers' UNet2DModel in unit 1's configuration with
+  one channel, diffusers' DDPMScheduler, AdamW 4e-4, ``loss.backward(loss)``, no EMA).
+
+The recipes train in turns of ``--slice`` seconds (round robin; ours resume from a checkpoint,
+bit for bit), so every row sees the same drift in the machine's load. Each recipe's clock counts
+its own training steps only. When a clock passes a mark in ``--minutes``, that recipe's model
+(ours: the EMA weights; the seed's loop keeps none) draws ``--samples`` digits with
+DPM-Solver++ (20 steps, the same noise for every row), measured by ``metrics.quality_report``
+against as many real test digits, and its held-out loss is taken; sampling is not on the clock.
+Every row is printed as soon as it is measured and added to ``--out``/quality_curve.json, so an
+interrupted run keeps what it measured; at the end the table and a plot (quality_curve.png).
+With several ``--seeds`` the table gives ranges (min-max over the seeds).
+"""
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bench_training import heldout_loss
+from ddpm_helpers.data import DigitsDataset
+from ddpm_helpers.dpm_solver import DPMSolverMultistepScheduler
+from ddpm_helpers.metrics import quality_report
+from ddpm_helpers.recipes import SEED_UNET
+from ddpm_helpers.sampling import sample
+from ddpm_helpers.training import TrainConfig, train
+from ddpm_helpers.unet import UNet, cpu_has_native_bf16
+
+SMALL_UNET = dict(block_out_channels=(16, 32, 64), attention_head_dim=16)  # --channels 16,32,64: half the FLOPs
+RECIPES = {  # name: TrainConfig options for ours (and "unet": UNet options); "seed" for the seed's loop
+    "ours-fp32": dict(mixed_precision="no"),
+    "ours-bf16": dict(mixed_precision="bf16"),
+    "ours-min-snr": dict(mixed_precision="no", min_snr_gamma=5.0),
+    "ours-lr-2e-3": dict(mixed_precision="no", learning_rate=2e-3),
+    "ours-batch-32": dict(mixed_precision="no", batch_size=32),
+    "ours-small": dict(mixed_precision="no", unet=SMALL_UNET),
+    "ours-min-snr-lr-2e-3": dict(mixed_precision="no", min_snr_gamma=5.0, learning_rate=2e-3),
+    "seed-fp32": "seed",
+}
+DEFAULT_RECIPES = ("ours-fp32", "ours-bf16", "seed-fp32")
+
+
+class OursRun:
+    """``training.train`` in slices: each call resumes from the checkpoint (bit for bit)."""
+
+    def __init__(self, options, dataset, seed, folder):
+        self.dataset, self.path = dataset, Path(folder) / "checkpoint.pt"
+        options = dict(options)
+        self.unet_options = options.pop("unet", {})
+        self.options = dict(options, seed=seed, num_steps=None, checkpoint_every=10**9, checkpoint_every_s=None)
+        self.seed, self.state, self.elapsed, self.images = seed, None, 0.0, 0
+
+    def advance(self, seconds):
+        config = TrainConfig(time_budget_s=seconds, **self.options)
+        torch.manual_seed(self.seed)  # the first slice's initial weights; later slices load the checkpoint
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the doctor's "loss is not falling" on a short slice
+            self.state = train(UNet(**self.unet_options), self.dataset, config, checkpoint_path=self.path, progress=False)
+        self.elapsed, self.images = self.state.elapsed, self.state.images_seen
+
+    def sampling_model(self):
+        return self.state.ema_model
+
+
+class SeedRun:
+    """The seed's training loop (Hugging Face unit 1) as written, on the digits, in slices."""
+
+    def __init__(self, dataset, seed):
+        from diffusers import DDPMScheduler as DiffusersDDPMScheduler
+        from diffusers import UNet2DModel
+
+        torch.manual_seed(seed)
+        self.model = UNet2DModel(**dict(SEED_UNET, in_channels=1, out_channels=1))
+        self.noise_scheduler = DiffusersDDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=4e-4)
+        self.loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=True)
+        self.batches, self.elapsed, self.images = iter(self.loader), 0.0, 0
+
+    def _next_batch(self):
+        try:
+            return next(self.batches)
+        except StopIteration:  # the next epoch
+            self.batches = iter(self.loader)
+            return next(self.batches)
+
+    def advance(self, seconds):
+        self.model.train()
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            clean_images = self._next_batch()["images"]
+            noise = torch.randn(clean_images.shape)
+            timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (clean_images.shape[0],))
+            noisy_images = self.noise_scheduler.add_noise(clean_images, noise, timesteps)
+            noise_pred = self.model(noisy_images, timesteps, return_dict=False)[0]
+            loss = F.mse_loss(noise_pred, noise)
+            loss.backward(loss)  # as the seed writes it: the gradient of loss^2 / 2 (lesson 4)
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+            self.images += len(clean_images)
+        self.elapsed += time.perf_counter() - start
+
+    def sampling_model(self):
+        return self.model.eval()
+
+
+def measure(model, num_samples, dataset):
+    """Quality of ``num_samples`` DPM-Solver++ 20-step samples (fixed noise) and the held-out loss."""
+    samples = sample(model, DPMSolverMultistepScheduler(1000, beta_schedule="squaredcos_cap_v2"), num_samples,
+                     num_inference_steps=20, generator=torch.Generator().manual_seed(1), progress=False)
+    report = quality_report(samples, real=DigitsDataset(n=2 * num_samples, split="test").images,
+                            train_images=dataset.images)
+    return dict(confident=report.confident_fraction, class_min=min(report.class_fractions),
+                class_max=max(report.class_fractions), frechet=report.frechet, frechet_floor=report.frechet_floor,
+                kid=report.kid, kid_reference=report.kid_reference, heldout_loss=heldout_loss(model))
+
+
+def run_curve(recipes, marks, seeds, slice_s, num_samples, out, until=None):
+    dataset = DigitsDataset()
+    results_path = out / "quality_curve.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else []
+    done = {(r["recipe"], r["seed"], r["minutes"]) for r in results}
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {(name, seed): (SeedRun(dataset, seed) if RECIPES[name] == "seed"
+                               else OursRun(RECIPES[name], dataset, seed, Path(tmp) / f"{name}-{seed}"))
+                for name in recipes for seed in seeds}
+        until = until or {}
+        pending = {key: [m for m in marks if m <= until.get(key[0], math.inf)] for key in runs}
+        while any(pending.values()):
+            for key, run in runs.items():  # one slice each, in turn
+                if not pending[key]:
+                    continue
+                run.advance(max(0.1, min(slice_s, pending[key][0] * 60 - run.elapsed)))
+                if run.elapsed < pending[key][0] * 60 - 0.5:
+                    continue
+                minutes = pending[key].pop(0)
+                if (*key, minutes) in done:
+                    continue
+                row = dict(recipe=key[0], seed=key[1], minutes=minutes, train_s=round(run.elapsed, 1),
+                           images=run.images, **measure(run.sampling_model(), num_samples, dataset))
+                results.append(row)
+                results_path.write_text(json.dumps(results, indent=1))
+                print(format_row(row), flush=True)
+    return results
+
+
+def format_row(row):
+    return (f"{row['recipe']:<14} seed {row['seed']} {row['minutes']:>4} min ({row['train_s']:.0f} s, "
+            f"{row['images']} images): confident {row['confident']:.0%}, classes {row['class_min']:.0%}-"
+            f"{row['class_max']:.0%}, Frechet {row['frechet']:.0f} (floor {row['frechet_floor']:.0f}), "
+            f"held-out loss {row['heldout_loss']:.4f}")
+
+
+def _span(values, fmt):
+    low, high = min(values), max(values)
+    return fmt.format(low) if fmt.format(low) == fmt.format(high) else f"{fmt.format(low)}-{fmt.format(high)}"
+
+
+def table(results, recipes, marks):
+    lines = ["| recipe | minutes | images | confident (>= 0.9) | classes (min-max) | Frechet / floor "
+             "| held-out loss |", "|---|---|---|---|---|---|---|"]
+    for name in recipes:
+        for minutes in marks:
+            rows = [r for r in results if r["recipe"] == name and r["minutes"] == minutes]
+            if not rows:
+                continue
+            lines.append(
+                f"| {name} | {minutes} | {_span([r['images'] for r in rows], '{:,}')} "
+                f"| {_span([100 * r['confident'] for r in rows], '{:.0f}')}% "
+                f"| {_span([100 * r['class_min'] for r in rows], '{:.0f}')}-"
+                f"{_span([100 * r['class_max'] for r in rows], '{:.0f}')}% "
+                f"| {_span([r['frechet'] / r['frechet_floor'] for r in rows], '{:.1f}')}x "
+                f"| {_span([r['heldout_loss'] for r in rows], '{:.4f}')} |")
+    return "\n".join(lines)
+
+
+def plot(results, recipes, path, machine):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_conf, ax_fid) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name in recipes:
+        rows = sorted((r for r in results if r["recipe"] == name), key=lambda r: r["minutes"])
+        if not rows:
+            continue
+        minutes = sorted({r["minutes"] for r in rows})
+        for ax, value in ((ax_conf, lambda r: 100 * r["confident"]), (ax_fid, lambda r: r["frechet"] / r["frechet_floor"])):
+            per_mark = [[value(r) for r in rows if r["minutes"] == m] for m in minutes]
+            line, = ax.plot(minutes, [sum(v) / len(v) for v in per_mark], "o-", label=name)
+            ax.fill_between(minutes, [min(v) for v in per_mark], [max(v) for v in per_mark], color=line.get_color(),
+                            alpha=0.2)
+    ax_conf.axhline(90, color="gray", ls="--", lw=1)
+    ax_conf.set(xscale="log", xlabel="training minutes (log scale)", ylabel="% of samples classified >= 0.9",
+                title="Is it clearly a digit?")
+    ax_fid.axhline(2, color="gray", ls="--", lw=1)
+    ax_fid.set(xscale="log", yscale="log", xlabel="training minutes (log scale)",
+               ylabel="Frechet distance / real-vs-real floor", title="How close to real digits?")
+    for ax in (ax_conf, ax_fid):
+        ax.set_xticks(sorted({r["minutes"] for r in results}), [str(m) for m in sorted({r["minutes"] for r in results})])
+        ax.grid(alpha=0.3)
+    ax_conf.legend()
+    fig.suptitle(machine, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipes", nargs="+", choices=sorted(RECIPES), default=list(DEFAULT_RECIPES))
+    parser.add_argument("--minutes", nargs="+", type=float, default=[1, 2, 3, 5, 10, 20],
+                        help="marks at which each recipe is measured (its own training minutes)")
+    parser.add_argument("--until", nargs="+", default=[], metavar="RECIPE=MINUTES",
+                        help="stop these recipes at an earlier mark, e.g. ours-small=10 (a screening run)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="repeats; the table gives ranges")
+    parser.add_argument("--slice", type=float, default=60, help="seconds each recipe trains per turn")
+    parser.add_argument("--samples", type=int, default=512, help="samples per measurement (and real digits)")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: the table and plot of every row in --out/quality_curve.json")
+    parser.add_argument("--machine", default=None, help="the plot's caption (default: threads, torch, bf16)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"),
+                        help="folder of quality_curve.json (rows already there are not measured again) and .png")
+    args = parser.parse_args()
+    marks = [int(m) if m == int(m) else m for m in sorted(args.minutes)]
+    recipes = list(args.recipes)
+    machine = args.machine or (f"{torch.get_num_threads()} thread(s), torch {torch.__version__.split('+')[0]}, "
+                               f"{'native bf16' if cpu_has_native_bf16() else 'no native bf16'}")
+    if args.report:
+        results = json.loads((args.out / "quality_curve.json").read_text())
+        recipes = list(dict.fromkeys(r["recipe"] for r in results))
+        marks = sorted({r["minutes"] for r in results})
+        print(table(results, recipes, marks))
+        plot(results, recipes, args.out / "quality_curve.png", machine)
+        return
+    if "ours-bf16" in recipes and not cpu_has_native_bf16():
+        recipes.remove("ours-bf16")
+        print("ours-bf16: skipped, this CPU has no native bf16 (emulated bf16 is slower than float32)")
+    if not recipes:
+        sys.exit("no recipe left to run")
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"{torch.get_num_threads()} threads; recipes {', '.join(recipes)}; marks {marks} min; seeds {args.seeds}; "
+          f"{args.samples} samples per mark (DPM-Solver++ 20 steps)\n", flush=True)
+    until = {name: float(minutes) for name, minutes in (item.split("=") for item in args.until)}
+    results = run_curve(recipes, marks, args.seeds, args.slice, args.samples, args.out, until)
+    print("\n" + table(results, recipes, marks))
+    plot(results, recipes, args.out / "quality_curve.png", machine)
+    print(f"\nwrote {args.out / 'quality_curve.json'} and {args.out / 'quality_curve.png'}")
+
+
+if __name__ == "__main__":
+    main()
