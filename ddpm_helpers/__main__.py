@@ -86,6 +86,9 @@ def _parser():
     train.add_argument("--label-dropout", type=_number(float, low=0, high=1, high_open=True,
                                                        allowed="a number in [0, 1)"), default=0.1,
                        help="with --conditional: share of labels replaced by 'no label' (default %(default)s)")
+    train.add_argument("--min-snr-gamma", type=_positive_real,
+                       help="weight each image's loss by min(SNR_t, gamma) / SNR_t (Hang et al. 2023; 5 learned "
+                       "faster in benchmarks/bench_quality_curve.py); default: the seed's plain mean")
     train.add_argument("--batch-size", type=_positive_int, help="images per step, all processes together "
                        f"(default {quick(64, 16)}; the seed recipe: 64)")
     train.add_argument("--lr", type=_positive_real, help="AdamW peak learning rate (default 1e-3; seed recipe 4e-4)")
@@ -256,7 +259,8 @@ def _train(args):
     steps = s["steps"] if s["epochs"] is None else s["epochs"] * max(1, len(dataset) // s["batch_size"])
     config = TrainConfig(num_steps=steps, batch_size=s["batch_size"], learning_rate=s["learning_rate"],
                          warmup_steps=s["warmup_steps"], grad_clip=s["grad_clip"], seed=args.seed,
-                         label_dropout=args.label_dropout, device=str(device), mixed_precision=args.mixed_precision,
+                         label_dropout=args.label_dropout, min_snr_gamma=args.min_snr_gamma, device=str(device),
+                         mixed_precision=args.mixed_precision,
                          time_budget_s=None if s["minutes"] is None else s["minutes"] * 60)
     limits = ([f"{steps} steps"] if steps else []) + ([f"{s['minutes']:g} minutes"] if s["minutes"] else [])
     precision_text = "float32" if precision == "no" else f"{precision} mixed precision"

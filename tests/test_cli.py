@@ -64,6 +64,7 @@ ERRORS = [  # (arguments after "train", what the one line must name)
     (["--lr", "-0.001"], ["--lr", "positive number"]),
     (["--seed", "-1"], ["--seed", ">= 0"]),
     (["--label-dropout", "1"], ["--label-dropout", "[0, 1)"]),
+    (["--min-snr-gamma", "0"], ["--min-snr-gamma", "positive number"]),
     (["--sample-steps", "0"], ["--sample-steps", "positive whole number"]),
     (["--sample-steps", "5000"], ["--sample-steps", "at most 1000"]),
     (["--samples", "0"], ["--samples", "positive whole number"]),
@@ -205,6 +206,12 @@ def test_conditional_digits_from_the_command_line(capsys, tmp_path):
     model, _ = load_model(tmp_path / "c" / "checkpoint.pt")
     assert model.config.num_class_embeds == 11
     assert load_checkpoint(tmp_path / "c" / "checkpoint.pt")["train_config"]["label_dropout"] == 0.1
+
+
+def test_min_snr_gamma_from_the_command_line(capsys, tmp_path):
+    status, _, err = cli(capsys, "train", "--min-snr-gamma", "5", "--steps", "2", "--out", tmp_path / "m", *SMALL)
+    assert status == 0, err
+    assert load_checkpoint(tmp_path / "m" / "checkpoint.pt")["train_config"]["min_snr_gamma"] == 5.0
 
 
 def test_conditional_needs_labels(capsys, tmp_path):
