@@ -21,7 +21,8 @@ DPM-Solver++ (20 steps, the same noise for every row), measured by ``metrics.qua
 against as many real test digits, and its held-out loss is taken; sampling is not on the clock.
 Every row is printed as soon as it is measured and added to ``--out``/quality_curve.json, so an
 interrupted run keeps what it measured; at the end the table and a plot (quality_curve.png).
-With several ``--seeds`` the table gives ranges (min-max over the seeds).
+With several ``--seeds`` the table gives ranges over the seeds (the classes column: the smallest
+and the largest share of any digit in any of them).
 """
 
 import argparse
@@ -175,18 +176,17 @@ def _span(values, fmt):
 
 
 def table(results, recipes, marks):
-    lines = ["| recipe | minutes | images | confident (>= 0.9) | classes (min-max) | Frechet / floor "
-             "| held-out loss |", "|---|---|---|---|---|---|---|"]
+    lines = ["| recipe | minutes | seeds | images | confident (>= 0.9) | classes (min-max) | Frechet / floor "
+             "| held-out loss |", "|---|---|---|---|---|---|---|---|"]
     for name in recipes:
         for minutes in marks:
             rows = [r for r in results if r["recipe"] == name and r["minutes"] == minutes]
             if not rows:
                 continue
             lines.append(
-                f"| {name} | {minutes} | {_span([r['images'] for r in rows], '{:,}')} "
+                f"| {name} | {minutes} | {len(rows)} | {_span([r['images'] for r in rows], '{:,}')} "
                 f"| {_span([100 * r['confident'] for r in rows], '{:.0f}')}% "
-                f"| {_span([100 * r['class_min'] for r in rows], '{:.0f}')}-"
-                f"{_span([100 * r['class_max'] for r in rows], '{:.0f}')}% "
+                f"| {100 * min(r['class_min'] for r in rows):.0f}-{100 * max(r['class_max'] for r in rows):.0f}% "
                 f"| {_span([r['frechet'] / r['frechet_floor'] for r in rows], '{:.1f}')}x "
                 f"| {_span([r['heldout_loss'] for r in rows], '{:.4f}')} |")
     return "\n".join(lines)
