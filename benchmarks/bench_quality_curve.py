@@ -75,7 +75,8 @@ class OursRun:
         torch.manual_seed(self.seed)  # the first slice's initial weights; later slices load the checkpoint
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the doctor's "loss is not falling" on a short slice
-            self.state = train(UNet(**self.unet_options), self.dataset, config, checkpoint_path=self.path, progress=False)
+            self.state = train(UNet(**self.unet_options), self.dataset, config, checkpoint_path=self.path,
+                               progress=False)
         self.elapsed, self.images = self.state.elapsed, self.state.images_seen
 
     def sampling_model(self):
@@ -204,7 +205,8 @@ def plot(results, recipes, path, machine):
         if not rows:
             continue
         minutes = sorted({r["minutes"] for r in rows})
-        for ax, value in ((ax_conf, lambda r: 100 * r["confident"]), (ax_fid, lambda r: r["frechet"] / r["frechet_floor"])):
+        for ax, value in ((ax_conf, lambda r: 100 * r["confident"]),
+                          (ax_fid, lambda r: r["frechet"] / r["frechet_floor"])):
             per_mark = [[value(r) for r in rows if r["minutes"] == m] for m in minutes]
             line, = ax.plot(minutes, [sum(v) / len(v) for v in per_mark], "o-", label=name)
             ax.fill_between(minutes, [min(v) for v in per_mark], [max(v) for v in per_mark], color=line.get_color(),
@@ -215,8 +217,9 @@ def plot(results, recipes, path, machine):
     ax_fid.axhline(2, color="gray", ls="--", lw=1)
     ax_fid.set(xscale="log", yscale="log", xlabel="training minutes (log scale)",
                ylabel="Frechet distance / real-vs-real floor", title="How close to real digits?")
+    all_marks = sorted({r["minutes"] for r in results})
     for ax in (ax_conf, ax_fid):
-        ax.set_xticks(sorted({r["minutes"] for r in results}), [str(m) for m in sorted({r["minutes"] for r in results})])
+        ax.set_xticks(all_marks, [str(m) for m in all_marks])
         ax.grid(alpha=0.3)
     ax_conf.legend()
     fig.suptitle(machine, fontsize=9)

@@ -11,7 +11,7 @@ from . import _checks, parallel
 from .schedules import BETA_SCHEDULES
 
 
-OPTIONAL = ("num_steps", "grad_clip", "checkpoint_every_s", "time_budget_s", "min_snr_gamma")  # None is allowed for these
+OPTIONAL = ("num_steps", "grad_clip", "checkpoint_every_s", "time_budget_s", "min_snr_gamma")  # None allowed
 
 
 def check_config(config):

@@ -63,7 +63,7 @@ class TrainConfig:
     num_train_timesteps: int = 1000  # T, as in the seed's DDPMScheduler
     beta_schedule: str = "squaredcos_cap_v2"  # the seed's schedule (cosine, Nichol & Dhariwal 2021)
     label_dropout: float = 0.1  # class-conditional models: share of labels replaced by "no label"
-    min_snr_gamma: float | None = None  # loss weights min(SNR_t, gamma) / SNR_t (see loss_weights); None: the seed's
+    min_snr_gamma: float | None = None  # min-SNR-gamma loss weights (see loss_weights); None: the seed's plain mean
     checkpoint_every: int = 500  # save a checkpoint every this many steps (needs checkpoint_path)
     checkpoint_every_s: float | None = 120.0  # ... and at least every this many seconds
     log_every: int = 50  # call the doctor and the callbacks every this many steps
@@ -256,8 +256,10 @@ def train_step(state, dataset, run):
     noise_pred = noise_pred if isinstance(noise_pred, torch.Tensor) else noise_pred[0]
     # 3. the loss per image (for loss_by_timestep) and its mean, the seed's F.mse_loss, in fp32
     loss_per_image = (noise_pred.float() - noise).pow(2).mean(dim=(1, 2, 3))  # (b,)
-    # 4. backward (gradients averaged over the processes), clip, AdamW step at this step's lr, EMA
-    run.accelerator.backward((loss_per_image * loss_weights(timesteps.cpu(), state.scheduler, cfg).to(run.device)).mean())
+    # 4. backward of the mean (min-SNR weighted if asked; gradients averaged over the processes), clip,
+    #    AdamW step at this step's lr, EMA
+    weights = loss_weights(timesteps.cpu(), state.scheduler, cfg).to(run.device)  # (b,), all 1 by default
+    run.accelerator.backward((loss_per_image * weights).mean())
     if cfg.grad_clip is not None:
         run.accelerator.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
     for group in state.optimizer.param_groups:
