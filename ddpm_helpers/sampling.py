@@ -64,6 +64,14 @@ def _model_device(model):
     return None
 
 
+def _check_model(model):
+    if isinstance(model, tuple):  # model = load_pretrained(), the easy slip
+        raise TypeError("model is a tuple; load_pretrained() returns (model, scheduler_config): write "
+                        "model, scheduler_config = load_pretrained()")
+    if not callable(model):
+        raise TypeError(f"model must be callable as model(x_t, t), got {type(model).__name__}.")
+
+
 def _check_scheduler(scheduler):
     if not all(hasattr(scheduler, name) for name in ("set_timesteps", "step", "timesteps")):
         raise TypeError(f"scheduler must be a scheduler object, got {scheduler!r} ({type(scheduler).__name__}); "
@@ -159,8 +167,7 @@ def denoising_steps(model, scheduler, shape, num_inference_steps=None, generator
     Arguments are checked when called; the loop itself runs as you iterate. The model is put
     in eval mode while the loop runs and back in training mode afterwards if it was.
     """
-    if not callable(model):
-        raise TypeError(f"model must be callable as model(x_t, t), got {type(model).__name__}.")
+    _check_model(model)
     _check_scheduler(scheduler)
     if not isinstance(shape, (tuple, list, torch.Size)) or len(shape) != 4:
         raise TypeError(f"shape must be (B, C, H, W), e.g. (16, 1, 32, 32); got {shape!r}.")
@@ -226,9 +233,7 @@ def sample(model, scheduler, num_images, num_inference_steps=None, generator=Non
     num_images = _checks.positive_int(num_images, "num_images", hint="e.g. 16")
     batch_size = _checks.positive_int(batch_size, "batch_size", hint="e.g. 64")
     _check_scheduler(scheduler)
-    if isinstance(model, tuple):
-        raise TypeError("model is a tuple; load_pretrained() returns (model, scheduler_config): write "
-                        "model, scheduler_config = load_pretrained()")
+    _check_model(model)
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "in_channels"):
         raise TypeError("sample() reads the image shape from model.config (in_channels, image_size); for a model "

@@ -198,6 +198,8 @@ def test_bad_arguments_fail_when_called():
         sample(tiny_unet(), "ddim", 2)  # issue 11: was an AttributeError
     with pytest.raises(TypeError, match=r"tuple; load_pretrained\(\) returns \(model, scheduler_config\)"):
         sample((tiny_unet(), {}), DDIMScheduler(), 2)  # model = load_pretrained(), the easy slip
+    with pytest.raises(TypeError, match=r"tuple; load_pretrained\(\) returns"):
+        denoising_steps((tiny_unet(), {}), DDIMScheduler(), SHAPE, 2)
 
 
 def test_none_steps_mean_each_samplers_usual_count():
