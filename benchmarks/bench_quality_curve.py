@@ -1,15 +1,16 @@
 """Sample quality against minutes of training on this machine: the quality-per-minute curve.
 
-    python benchmarks/bench_quality_curve.py                  # ours fp32 (+ bf16 where native), the seed, 1-20 min
-    python benchmarks/bench_quality_curve.py --recipes ours-fp32 ours-min-snr --minutes 1 2 3 5 10
+    python benchmarks/bench_quality_curve.py                  # ours (+ bf16 where native), the seed, 1-20 min
+    python benchmarks/bench_quality_curve.py --recipes ours-plain ours-min-snr --minutes 1 2 3 5 10
 
 Recipes (``RECIPES``):
-- ``ours-fp32`` / ``ours-bf16``: ``UNet()`` trained by ``training.train`` with ``TrainConfig()``'s
-  defaults in float32 / under bf16 autocast (skipped where the CPU has no native bf16: emulated
-  bf16 is slower than float32 there, so no laptop would use it);
-- ``ours-min-snr`` (min-SNR-5 loss weights), ``ours-lr-2e-3``, ``ours-batch-32``, ``ours-small``
-  (``UNet(block_out_channels=(16, 32, 64))``, the CLI's ``--channels 16,32,64``): one thing changed each;
-  ``ours-min-snr-lr-2e-3``: two of them together;
+- ``ours-min-snr`` / ``ours-bf16``: ``UNet()`` trained by ``training.train`` with ``TrainConfig()``'s
+  defaults (min-SNR-5 loss weights) in float32 / under bf16 autocast (skipped where the CPU has no
+  native bf16: emulated bf16 is slower than float32 there, so no laptop would use it);
+- ``ours-plain``: the same with the seed's plain mean loss (``min_snr_gamma=None``, the default
+  until the curve showed min-SNR-5 learning faster); ``ours-lr-2e-3``, ``ours-batch-32``,
+  ``ours-small`` (``UNet(block_out_channels=(16, 32, 64))``, the CLI's ``--channels 16,32,64``):
+  ``ours-plain`` with one thing changed each; ``ours-min-snr-lr-2e-3``: two changes together;
 - ``seed-fp32``: the seed's loop as written (diffusers' UNet2DModel in unit 1's configuration with
   one channel, diffusers' DDPMScheduler, AdamW 4e-4, ``loss.backward(loss)``, no EMA).
 
@@ -48,16 +49,16 @@ from ddpm_helpers.unet import UNet, cpu_has_native_bf16
 
 SMALL_UNET = dict(block_out_channels=(16, 32, 64), attention_head_dim=16)  # --channels 16,32,64: half the FLOPs
 RECIPES = {  # name: TrainConfig options for ours (and "unet": UNet options); "seed" for the seed's loop
-    "ours-fp32": dict(mixed_precision="no"),
-    "ours-bf16": dict(mixed_precision="bf16"),
     "ours-min-snr": dict(mixed_precision="no", min_snr_gamma=5.0),
-    "ours-lr-2e-3": dict(mixed_precision="no", learning_rate=2e-3),
-    "ours-batch-32": dict(mixed_precision="no", batch_size=32),
-    "ours-small": dict(mixed_precision="no", unet=SMALL_UNET),
+    "ours-bf16": dict(mixed_precision="bf16", min_snr_gamma=5.0),
+    "ours-plain": dict(mixed_precision="no", min_snr_gamma=None),
+    "ours-lr-2e-3": dict(mixed_precision="no", min_snr_gamma=None, learning_rate=2e-3),
+    "ours-batch-32": dict(mixed_precision="no", min_snr_gamma=None, batch_size=32),
+    "ours-small": dict(mixed_precision="no", min_snr_gamma=None, unet=SMALL_UNET),
     "ours-min-snr-lr-2e-3": dict(mixed_precision="no", min_snr_gamma=5.0, learning_rate=2e-3),
     "seed-fp32": "seed",
 }
-DEFAULT_RECIPES = ("ours-fp32", "ours-bf16", "seed-fp32")
+DEFAULT_RECIPES = ("ours-min-snr", "ours-bf16", "ours-plain", "seed-fp32")
 
 
 class OursRun:

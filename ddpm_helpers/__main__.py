@@ -56,6 +56,13 @@ _positive_int = _number(int, low=1, allowed="a positive whole number")
 _positive_real = _number(float, low=0, low_open=True, allowed="a positive number")
 
 
+def _gamma(text):
+    """--min-snr-gamma: a positive number, or "off" (the seed's plain mean)."""
+    if text.strip().lower() == "off":
+        return "off"
+    return _number(float, low=0, low_open=True, allowed='a positive number or "off"')(text)
+
+
 def _channels(text):
     try:
         widths = tuple(int(w) for w in text.split(","))
@@ -86,9 +93,10 @@ def _parser():
     train.add_argument("--label-dropout", type=_number(float, low=0, high=1, high_open=True,
                                                        allowed="a number in [0, 1)"), default=0.1,
                        help="with --conditional: share of labels replaced by 'no label' (default %(default)s)")
-    train.add_argument("--min-snr-gamma", type=_positive_real,
-                       help="weight each image's loss by min(SNR_t, gamma) / SNR_t (Hang et al. 2023; 5 learned "
-                       "faster in benchmarks/bench_quality_curve.py); default: the seed's plain mean")
+    train.add_argument("--min-snr-gamma", type=_gamma,
+                       help="weight each image's loss by min(SNR_t, gamma) / SNR_t (Hang et al. 2023); 'off': the "
+                       "seed's plain mean (default: 5, which learned faster in benchmarks/bench_quality_curve.py; "
+                       "the seed recipe: off; --resume: the checkpoint's)")
     train.add_argument("--batch-size", type=_positive_int, help="images per step, all processes together "
                        f"(default {quick(64, 16)}; the seed recipe: 64)")
     train.add_argument("--lr", type=_positive_real, help="AdamW peak learning rate (default 1e-3; seed recipe 4e-4)")
@@ -136,8 +144,10 @@ def _settings(args):
     from .recipes import RECIPES
 
     recipe = RECIPES.get(args.recipe, {})
-    chosen = dict(dataset=args.dataset, batch_size=args.batch_size, learning_rate=args.lr, out=args.out)
-    defaults = dict(dataset="digits", batch_size=quick(64, 16), learning_rate=1e-3, out="runs/digits")
+    chosen = dict(dataset=args.dataset, batch_size=args.batch_size, learning_rate=args.lr, out=args.out,
+                  min_snr_gamma=args.min_snr_gamma)
+    defaults = dict(dataset="digits", batch_size=quick(64, 16), learning_rate=1e-3, out="runs/digits",
+                    min_snr_gamma=5.0)
     settings = {key: value if value is not None else recipe.get(key, defaults[key]) for key, value in chosen.items()}
     settings["out"] = Path(settings["out"])
     if recipe and args.channels is not None:
@@ -176,7 +186,10 @@ def _check_before_training(args, s):
         raise CommandLineError(f"--resume: there is no {checkpoint} to continue; drop --resume to start a new run, "
                                "or give the --out of the run to continue.")
     if args.resume:
-        step = load_checkpoint(checkpoint)["step"]
+        saved = load_checkpoint(checkpoint)
+        step = saved["step"]
+        if args.min_snr_gamma is None:  # not given: continue with the run's own loss weights
+            s["min_snr_gamma"] = saved["train_config"].get("min_snr_gamma")  # older runs lack it: plain
         if s["steps"] is not None and s["steps"] <= step:
             raise CommandLineError(f"--steps {s['steps']}: the run in {checkpoint} is already at step {step}; give "
                                    f"a larger --steps (a total, not a number of extra steps) to continue it.")
@@ -259,7 +272,8 @@ def _train(args):
     steps = s["steps"] if s["epochs"] is None else s["epochs"] * max(1, len(dataset) // s["batch_size"])
     config = TrainConfig(num_steps=steps, batch_size=s["batch_size"], learning_rate=s["learning_rate"],
                          warmup_steps=s["warmup_steps"], grad_clip=s["grad_clip"], seed=args.seed,
-                         label_dropout=args.label_dropout, min_snr_gamma=args.min_snr_gamma, device=str(device),
+                         label_dropout=args.label_dropout, device=str(device),
+                         min_snr_gamma=None if s["min_snr_gamma"] == "off" else s["min_snr_gamma"],
                          mixed_precision=args.mixed_precision,
                          time_budget_s=None if s["minutes"] is None else s["minutes"] * 60)
     limits = ([f"{steps} steps"] if steps else []) + ([f"{s['minutes']:g} minutes"] if s["minutes"] else [])

@@ -3,8 +3,9 @@
 ``"seed"`` is the task of the document the course grew from, the training loop of Hugging
 Face's diffusion course (unit 1): its UNet2DModel configuration built as our UNet, 1000
 butterflies from the Smithsonian at 32x32 RGB (resize, random horizontal flip, to [-1, 1]),
-DDPMScheduler(1000, "squaredcos_cap_v2"), AdamW at 4e-4 without warmup or clipping, batch 64,
-30 epochs. It needs the Hugging Face hub (``--dataset FOLDER`` trains it on your own images).
+DDPMScheduler(1000, "squaredcos_cap_v2"), the plain mean loss, AdamW at 4e-4 without warmup or
+clipping, batch 64, 30 epochs. It needs the Hugging Face hub (``--dataset FOLDER`` trains it on
+your own images).
 """
 
 from .unet import UNet
@@ -17,8 +18,8 @@ SEED_UNET = dict(sample_size=32, in_channels=3, out_channels=3, layers_per_block
 
 RECIPES = {
     "seed": dict(dataset="huggan/smithsonian_butterflies_subset", image_size=32, channels=3, epochs=30,
-                 batch_size=64, learning_rate=4e-4, warmup_steps=0, grad_clip=None, unet=SEED_UNET,
-                 out="runs/seed"),
+                 batch_size=64, learning_rate=4e-4, warmup_steps=0, grad_clip=None, min_snr_gamma="off",
+                 unet=SEED_UNET, out="runs/seed"),
 }
 
 def build_unet(**options):

@@ -7,6 +7,10 @@ One step (Ho et al. 2020, Algorithm 1), exactly what the seed's loop does:
     loss = mean || eps - eps_theta(x_t, t) ||^2                    (eq. 14, the "simple" loss)
     AdamW step on loss; then the EMA of the weights, which is what we sample with.
 
+By default each image's term of the mean is weighted by min(SNR_t, 5) / SNR_t (min-SNR-gamma,
+Hang et al. 2023: the nearly clean images count less), which learned faster per CPU-minute
+in benchmarks/bench_quality_curve.py; ``min_snr_gamma=None`` is the seed's plain mean.
+
 A class-conditional model (one with ``config.num_class_embeds``: K classes + 1 "no label")
 is called ``eps_theta(x_t, t, y)``; a share ``label_dropout`` of the labels y is replaced by
 "no label", so the same network also learns the unconditional eps_theta(x_t, t, null) that
@@ -63,7 +67,7 @@ class TrainConfig:
     num_train_timesteps: int = 1000  # T, as in the seed's DDPMScheduler
     beta_schedule: str = "squaredcos_cap_v2"  # the seed's schedule (cosine, Nichol & Dhariwal 2021)
     label_dropout: float = 0.1  # class-conditional models: share of labels replaced by "no label"
-    min_snr_gamma: float | None = None  # min-SNR-gamma loss weights (see loss_weights); None: the seed's plain mean
+    min_snr_gamma: float | None = 5.0  # min-SNR-gamma loss weights (see loss_weights); None: the seed's plain mean
     checkpoint_every: int = 500  # save a checkpoint every this many steps (needs checkpoint_path)
     checkpoint_every_s: float | None = 120.0  # ... and at least every this many seconds
     log_every: int = 50  # call the doctor and the callbacks every this many steps
@@ -219,10 +223,11 @@ class _Run:
 
 
 def loss_weights(timesteps, scheduler, config):
-    """Each image's weight in the loss, (b,): 1 (the seed), or with ``config.min_snr_gamma`` =
-    gamma the min-SNR-gamma weight of a model that predicts eps (Hang et al. 2023, arXiv
+    """Each image's weight in the loss, (b,): with ``config.min_snr_gamma`` = gamma (5 by
+    default) the min-SNR-gamma weight of a model that predicts eps (Hang et al. 2023, arXiv
     2303.09556): min(SNR_t, gamma) / SNR_t, SNR_t = alpha_bar_t / (1 - alpha_bar_t). Images at
-    SNR_t <= gamma (large t) keep weight 1; the nearly clean ones (small t) count less."""
+    SNR_t <= gamma (large t) keep weight 1; the nearly clean ones (small t) count less. With
+    ``min_snr_gamma=None``: 1 for every image, the seed's plain mean."""
     if config.min_snr_gamma is None:
         return torch.ones(len(timesteps))
     alpha_bar = scheduler.alphas_cumprod[timesteps].double()
@@ -256,9 +261,9 @@ def train_step(state, dataset, run):
     noise_pred = noise_pred if isinstance(noise_pred, torch.Tensor) else noise_pred[0]
     # 3. the loss per image (for loss_by_timestep) and its mean, the seed's F.mse_loss, in fp32
     loss_per_image = (noise_pred.float() - noise).pow(2).mean(dim=(1, 2, 3))  # (b,)
-    # 4. backward of the mean (min-SNR weighted if asked; gradients averaged over the processes), clip,
+    # 4. backward of the (min-SNR weighted) mean (gradients averaged over the processes), clip,
     #    AdamW step at this step's lr, EMA
-    weights = loss_weights(timesteps.cpu(), state.scheduler, cfg).to(run.device)  # (b,), all 1 by default
+    weights = loss_weights(timesteps.cpu(), state.scheduler, cfg).to(run.device)  # (b,); all 1 without min-SNR
     run.accelerator.backward((loss_per_image * weights).mean())
     if cfg.grad_clip is not None:
         run.accelerator.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)

@@ -15,15 +15,15 @@ def row(recipe, seed, minutes, frechet, confident):
 
 
 def test_report_tables_and_plots_the_stored_rows(tmp_path):
-    rows = [row("ours-fp32", 0, 1, 400.0, 0.5), row("ours-fp32", 0, 5, 120.0, 0.8),
-            row("ours-fp32", 1, 5, 100.0, 0.9), row("seed-fp32", 0, 5, 800.0, 0.4)]
+    rows = [row("ours-plain", 0, 1, 400.0, 0.5), row("ours-plain", 0, 5, 120.0, 0.8),
+            row("ours-plain", 1, 5, 100.0, 0.9), row("seed-fp32", 0, 5, 800.0, 0.4)]
     (tmp_path / "quality_curve.json").write_text(json.dumps(rows))
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_quality_curve.py"), "--report",
                            "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert "| ours-fp32 | 1 | 1 | 640 | 50% | 5-15% | 10.0x | 0.0500 |" in lines
+    assert "| ours-plain | 1 | 1 | 640 | 50% | 5-15% | 10.0x | 0.0500 |" in lines
     # two seeds at 5 minutes: ranges, and the classes column spans both seeds
-    assert "| ours-fp32 | 5 | 2 | 3,200 | 80-90% | 5-15% | 2.5-3.0x | 0.0500 |" in lines
+    assert "| ours-plain | 5 | 2 | 3,200 | 80-90% | 5-15% | 2.5-3.0x | 0.0500 |" in lines
     assert "| seed-fp32 | 5 | 1 | 3,200 | 40% | 5-15% | 20.0x | 0.0500 |" in lines
     assert (tmp_path / "quality_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -64,7 +64,7 @@ ERRORS = [  # (arguments after "train", what the one line must name)
     (["--lr", "-0.001"], ["--lr", "positive number"]),
     (["--seed", "-1"], ["--seed", ">= 0"]),
     (["--label-dropout", "1"], ["--label-dropout", "[0, 1)"]),
-    (["--min-snr-gamma", "0"], ["--min-snr-gamma", "positive number"]),
+    (["--min-snr-gamma", "0"], ["--min-snr-gamma", "positive number", '"off"']),
     (["--sample-steps", "0"], ["--sample-steps", "positive whole number"]),
     (["--sample-steps", "5000"], ["--sample-steps", "at most 1000"]),
     (["--samples", "0"], ["--samples", "positive whole number"]),
@@ -178,6 +178,7 @@ def run_seed_recipe(capsys, tmp_path):
     assert log["recipe"] == "seed" and log["step"] == 2
     assert log["config"]["learning_rate"] == 4e-4 and log["config"]["warmup_steps"] == 0
     assert log["config"]["grad_clip"] is None and log["config"]["beta_schedule"] == "squaredcos_cap_v2"
+    assert log["config"]["min_snr_gamma"] is None  # the seed's plain mean
     for name in ("checkpoint.pt", "loss.png", "samples.png"):
         assert (out / name).is_file(), name
     model, _ = load_model(out / "checkpoint.pt")
@@ -209,9 +210,17 @@ def test_conditional_digits_from_the_command_line(capsys, tmp_path):
 
 
 def test_min_snr_gamma_from_the_command_line(capsys, tmp_path):
-    status, _, err = cli(capsys, "train", "--min-snr-gamma", "5", "--steps", "2", "--out", tmp_path / "m", *SMALL)
-    assert status == 0, err
-    assert load_checkpoint(tmp_path / "m" / "checkpoint.pt")["train_config"]["min_snr_gamma"] == 5.0
+    def gamma(folder):
+        return load_checkpoint(tmp_path / folder / "checkpoint.pt")["train_config"]["min_snr_gamma"]
+
+    for folder, option in [("default", []), ("three", ["--min-snr-gamma", "3"]), ("off", ["--min-snr-gamma", "off"])]:
+        status, _, err = cli(capsys, "train", *option, "--steps", "2", "--out", tmp_path / folder, *SMALL)
+        assert status == 0, err
+    assert (gamma("default"), gamma("three"), gamma("off")) == (5.0, 3.0, None)
+    # --resume without the option continues with the run's own weights (no "different config" warning)
+    status, _, err = cli(capsys, "train", "--resume", "--steps", "3", "--out", tmp_path / "off", *SMALL)
+    assert status == 0 and "different" not in err, err
+    assert gamma("off") is None and load_checkpoint(tmp_path / "off" / "checkpoint.pt")["step"] == 3
 
 
 def test_conditional_needs_labels(capsys, tmp_path):

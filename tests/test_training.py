@@ -565,8 +565,9 @@ def test_min_snr_weights_follow_the_formula():
     from ddpm_helpers.training import loss_weights
 
     scheduler, t = DDPMScheduler(1000, beta_schedule="squaredcos_cap_v2"), torch.arange(1000)
-    assert torch.equal(loss_weights(t, scheduler, TrainConfig()), torch.ones(1000))  # the seed: a plain mean
-    w = loss_weights(t, scheduler, TrainConfig(min_snr_gamma=5.0))
+    assert torch.equal(loss_weights(t, scheduler, TrainConfig(min_snr_gamma=None)), torch.ones(1000))  # the seed
+    w = loss_weights(t, scheduler, TrainConfig())  # the default: gamma = 5
+    assert TrainConfig().min_snr_gamma == 5.0
     alpha_bar = scheduler.alphas_cumprod.double()
     snr = alpha_bar / (1 - alpha_bar)
     expected = torch.where(snr > 5, 5 / snr, torch.ones_like(snr))
@@ -582,7 +583,7 @@ def test_min_snr_changes_training_only_through_the_weights(digits):
         torch.manual_seed(0)
         return train(tiny_unet(), digits, TrainConfig(num_steps=5, **FAST, **options), progress=False)
 
-    plain, huge_gamma, gamma = run(), run(min_snr_gamma=1e12), run(min_snr_gamma=1.0)
+    plain, huge_gamma, gamma = run(min_snr_gamma=None), run(min_snr_gamma=1e12), run(min_snr_gamma=1.0)
     # gamma above every SNR: every weight is 1, the same run bit for bit
     for a, b in zip(plain.model.parameters(), huge_gamma.model.parameters()):
         assert torch.equal(a, b)
