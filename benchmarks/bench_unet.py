@@ -8,7 +8,9 @@ target at random t. Achieved GFLOP/s = 3 x forward FLOPs x batch / step time (ba
 costs about twice the forward). Peak = best GFLOP/s of a big GEMM in the same dtype
 (torch.mm on MKL or a 1x1 convolution on oneDNN, whichever is faster), measured in every
 round between the rows, so that peak and rows see the same load from other processes.
-Every time is the best of several repeats: CPU timings are noisy on a shared machine.
+Every time is the best of several repeats: CPU timings are noisy on a shared machine. On a
+CPU without native bf16 the bf16 rows and peak are skipped (emulated bf16 is slower than
+float32 there, so no laptop would train in it), which also makes the run much shorter.
 """
 
 import argparse
@@ -17,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ddpm_helpers.unet import UNet, UNetConfig, autocast_context, count_parameters, estimate_flops
+from ddpm_helpers.unet import UNet, UNetConfig, autocast_context, count_parameters, cpu_has_native_bf16, estimate_flops
 
 SEED_RECIPE = dict(  # the seed's model (Hugging Face diffusion course, unit 1), at 32x32 grayscale
     sample_size=32, in_channels=1, out_channels=1, layers_per_block=2,
@@ -75,7 +77,8 @@ def speed_table(rows, rounds):
     Interleaving spreads every row over the whole run, so a burst of load from other
     processes slows one sample of each row instead of all samples of one row.
     """
-    peak_fns = {dtype: matmul_fns(dtype) for dtype in (torch.float32, torch.bfloat16)}
+    dtypes = (torch.float32, torch.bfloat16) if any(bf16 for _, _, bf16, _ in rows) else (torch.float32,)
+    peak_fns = {dtype: matmul_fns(dtype) for dtype in dtypes}
     peaks = {dtype: 0.0 for dtype in peak_fns}
     steps, infos = [], []
     for name, build, bf16, batch in rows:
@@ -91,8 +94,9 @@ def speed_table(rows, rounds):
             best[i] = min(best[i], timed(step))
         print(f"  round {r + 1}/{rounds} done", flush=True)
     results = [info + (seconds,) for info, seconds in zip(infos, best)]
-    print(f"\nmatmul peak (best of torch.mm and a 1x1-conv GEMM, over all rounds): fp32 {peaks[torch.float32]:.0f} GFLOP/s, "
-          f"bf16 {peaks[torch.bfloat16]:.0f} GFLOP/s, {torch.get_num_threads()} threads\n")
+    bf16_peak = f", bf16 {peaks[torch.bfloat16]:.0f} GFLOP/s" if torch.bfloat16 in peaks else ""
+    print(f"\nmatmul peak (best of torch.mm and a 1x1-conv GEMM, over all rounds): fp32 {peaks[torch.float32]:.0f} "
+          f"GFLOP/s{bf16_peak}, {torch.get_num_threads()} threads\n")
     print("| config | params | GFLOPs/img fwd | dtype | batch | ms/step | img/s | GFLOP/s | % of peak |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, params, flops, bf16, batch, seconds in results:
@@ -165,9 +169,10 @@ def main():
     default = f"ours default {tuple(UNetConfig().block_out_channels)} lpb{UNetConfig().layers_per_block}"
     print(f"autocast_context('cpu') on this machine: {type(autocast_context('cpu')).__name__}")
     if not args.no_speed:
-        speed_table([
+        rows = [
             ("seed UNet2DModel (64,128,128,256) lpb2", seed_model, False, 64),
             ("seed UNet2DModel (64,128,128,256) lpb2", seed_model, True, 64),
+            (default, ours(), False, 64),
             (default, ours(), False, 128),
             (default, ours(), True, 64),
             (default, ours(), True, 128),
@@ -175,7 +180,11 @@ def main():
             ("ours (32,64,128) lpb2", ours(block_out_channels=(32, 64, 128), layers_per_block=2), True, 128),
             ("ours (32,64,128,128) lpb1", ours(block_out_channels=(32, 64, 128, 128)), True, 128),
             ("ours (64,128,256) lpb1", ours(block_out_channels=(64, 128, 256)), True, 128),
-        ], args.rounds)
+        ]
+        if not cpu_has_native_bf16():
+            print("bf16 rows skipped: this CPU has no native bf16 (emulated bf16 is slower than float32)")
+            rows = [row for row in rows if not row[2]]
+        speed_table(rows, args.rounds)
     if args.train_seconds:
         equal_time_training([("seed UNet2DModel, as in the recipe", seed_model, False),
                              (default, ours(), True)], args.train_seconds, batch_sizes=[64, 128])

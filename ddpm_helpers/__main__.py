@@ -56,11 +56,12 @@ _positive_int = _number(int, low=1, allowed="a positive whole number")
 _positive_real = _number(float, low=0, low_open=True, allowed="a positive number")
 
 
+_positive_real_or_off = _number(float, low=0, low_open=True, allowed='a positive number or "off"')
+
+
 def _gamma(text):
     """--min-snr-gamma: a positive number, or "off" (the seed's plain mean)."""
-    if text.strip().lower() == "off":
-        return "off"
-    return _number(float, low=0, low_open=True, allowed='a positive number or "off"')(text)
+    return "off" if text.strip().lower() == "off" else _positive_real_or_off(text)
 
 
 def _channels(text):
