@@ -31,18 +31,15 @@ import json
 import math
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from bench_training import heldout_loss
+from bench_training import SeedRun, heldout_loss
 from ddpm_helpers.data import DigitsDataset
 from ddpm_helpers.dpm_solver import DPMSolverMultistepScheduler
 from ddpm_helpers.metrics import quality_report
-from ddpm_helpers.recipes import SEED_UNET
 from ddpm_helpers.sampling import sample
 from ddpm_helpers.training import TrainConfig, train
 from ddpm_helpers.unet import UNet, cpu_has_native_bf16
@@ -82,47 +79,6 @@ class OursRun:
 
     def sampling_model(self):
         return self.state.ema_model
-
-
-class SeedRun:
-    """The seed's training loop (Hugging Face unit 1) as written, on the digits, in slices."""
-
-    def __init__(self, dataset, seed):
-        from diffusers import DDPMScheduler as DiffusersDDPMScheduler
-        from diffusers import UNet2DModel
-
-        torch.manual_seed(seed)
-        self.model = UNet2DModel(**dict(SEED_UNET, in_channels=1, out_channels=1))
-        self.noise_scheduler = DiffusersDDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=4e-4)
-        self.loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=True)
-        self.batches, self.elapsed, self.images = iter(self.loader), 0.0, 0
-
-    def _next_batch(self):
-        try:
-            return next(self.batches)
-        except StopIteration:  # the next epoch
-            self.batches = iter(self.loader)
-            return next(self.batches)
-
-    def advance(self, seconds):
-        self.model.train()
-        start = time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            clean_images = self._next_batch()["images"]
-            noise = torch.randn(clean_images.shape)
-            timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (clean_images.shape[0],))
-            noisy_images = self.noise_scheduler.add_noise(clean_images, noise, timesteps)
-            noise_pred = self.model(noisy_images, timesteps, return_dict=False)[0]
-            loss = F.mse_loss(noise_pred, noise)
-            loss.backward(loss)  # as the seed writes it: the gradient of loss^2 / 2 (lesson 4)
-            self.optimizer.step()
-            self.optimizer.zero_grad()
-            self.images += len(clean_images)
-        self.elapsed += time.perf_counter() - start
-
-    def sampling_model(self):
-        return self.model.eval()
 
 
 def measure(model, num_samples, dataset):

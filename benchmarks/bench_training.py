@@ -5,7 +5,8 @@
 (a) the seed recipe: diffusers' UNet2DModel as configured in the Hugging Face diffusion
     course, unit 1 (block_out_channels (64, 128, 128, 256), layers_per_block 2, attention in
     the two lowest blocks), diffusers' DDPMScheduler("squaredcos_cap_v2"), AdamW lr 4e-4,
-    batch 64, float32, trained with the seed's loop;
+    batch 64, float32, trained with the seed's loop as written (``loss.backward(loss)`` included:
+    ``SeedRun``, which bench_quality_curve.py uses too);
 (b) ours: ``UNet()`` trained by ``training.train`` with ``TrainConfig()``'s defaults (min-SNR-5
     loss weights: its held-out loss, the plain mean, is higher than the plain loss would give).
 
@@ -50,31 +51,45 @@ def _timed(fn):
     return time.perf_counter() - start
 
 
-def train_seed_recipe(dataset, seconds):
-    """The seed's loop (diffusers model and scheduler, AdamW 4e-4, fp32) for ``seconds``."""
-    from diffusers import DDPMScheduler as DiffusersDDPMScheduler
-    from diffusers import UNet2DModel
+class SeedRun:
+    """The seed's training loop (Hugging Face unit 1) as written, on the digits, in slices."""
 
-    torch.manual_seed(0)
-    model = UNet2DModel(**SEED_UNET)
-    noise_scheduler = DiffusersDDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=True, drop_last=True)
-    images, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for batch in loader:
-            clean_images = batch["images"]
+    def __init__(self, dataset, seed):
+        from diffusers import DDPMScheduler as DiffusersDDPMScheduler
+        from diffusers import UNet2DModel
+
+        torch.manual_seed(seed)
+        self.model = UNet2DModel(**SEED_UNET)
+        self.noise_scheduler = DiffusersDDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=4e-4)
+        self.loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=True)
+        self.batches, self.elapsed, self.images = iter(self.loader), 0.0, 0
+
+    def _next_batch(self):
+        try:
+            return next(self.batches)
+        except StopIteration:  # the next epoch
+            self.batches = iter(self.loader)
+            return next(self.batches)
+
+    def advance(self, seconds):
+        self.model.train()
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            clean_images = self._next_batch()["images"]
             noise = torch.randn(clean_images.shape)
-            timesteps = torch.randint(0, 1000, (clean_images.shape[0],)).long()
-            noisy_images = noise_scheduler.add_noise(clean_images, noise, timesteps)
-            loss = F.mse_loss(model(noisy_images, timesteps, return_dict=False)[0], noise)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            images += clean_images.shape[0]
-            if time.perf_counter() - start >= seconds:
-                break
-    return model, images, time.perf_counter() - start
+            timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (clean_images.shape[0],))
+            noisy_images = self.noise_scheduler.add_noise(clean_images, noise, timesteps)
+            noise_pred = self.model(noisy_images, timesteps, return_dict=False)[0]
+            loss = F.mse_loss(noise_pred, noise)
+            loss.backward(loss)  # as the seed writes it: the gradient of loss^2 / 2 (lesson 4)
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+            self.images += len(clean_images)
+        self.elapsed += time.perf_counter() - start
+
+    def sampling_model(self):
+        return self.model.eval()
 
 
 def heldout_loss(model, n=1000):
@@ -107,7 +122,9 @@ def main():
     print(f"matmul peak (2048x2048 torch.mm): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s; "
           f"{torch.get_num_threads()} threads; budget {args.seconds:.0f} s each\n", flush=True)
 
-    seed_model, seed_images, seed_time = train_seed_recipe(dataset, args.seconds)
+    seed = SeedRun(dataset, seed=0)
+    seed.advance(args.seconds)
+    seed_model, seed_images, seed_time = seed.sampling_model(), seed.images, seed.elapsed
     ours_state = train(UNet(), dataset, TrainConfig(num_steps=None, time_budget_s=args.seconds), progress=False)
     ours_dtype = "bf16" if cpu_has_native_bf16() else "fp32"
     rows = [("seed recipe (diffusers UNet2DModel)", seed_model, seed_model, "fp32", seed_images, seed_time),
