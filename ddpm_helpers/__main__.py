@@ -143,13 +143,16 @@ def _say(*args, **kwargs):
 def _settings(args):
     """Every train setting: the command line, else the recipe, else the course's default."""
     from .recipes import RECIPES
+    from .training import TrainConfig
 
     recipe = RECIPES.get(args.recipe, {})
     chosen = dict(dataset=args.dataset, batch_size=args.batch_size, learning_rate=args.lr, out=args.out,
                   min_snr_gamma=args.min_snr_gamma)
     defaults = dict(dataset="digits", batch_size=quick(64, 16), learning_rate=1e-3, out="runs/digits",
-                    min_snr_gamma=5.0)
+                    min_snr_gamma=TrainConfig.min_snr_gamma)
     settings = {key: value if value is not None else recipe.get(key, defaults[key]) for key, value in chosen.items()}
+    if settings["min_snr_gamma"] == "off":  # TrainConfig's spelling of the seed's plain mean
+        settings["min_snr_gamma"] = None
     settings["out"] = Path(settings["out"])
     if recipe and args.channels is not None:
         raise CommandLineError(f"--channels: the {args.recipe} recipe's model is fixed; drop --channels, or train "
@@ -273,8 +276,7 @@ def _train(args):
     steps = s["steps"] if s["epochs"] is None else s["epochs"] * max(1, len(dataset) // s["batch_size"])
     config = TrainConfig(num_steps=steps, batch_size=s["batch_size"], learning_rate=s["learning_rate"],
                          warmup_steps=s["warmup_steps"], grad_clip=s["grad_clip"], seed=args.seed,
-                         label_dropout=args.label_dropout, device=str(device),
-                         min_snr_gamma=None if s["min_snr_gamma"] == "off" else s["min_snr_gamma"],
+                         label_dropout=args.label_dropout, min_snr_gamma=s["min_snr_gamma"], device=str(device),
                          mixed_precision=args.mixed_precision,
                          time_budget_s=None if s["minutes"] is None else s["minutes"] * 60)
     limits = ([f"{steps} steps"] if steps else []) + ([f"{s['minutes']:g} minutes"] if s["minutes"] else [])
