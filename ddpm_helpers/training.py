@@ -332,13 +332,17 @@ def train(model, dataset, config=None, scheduler=None, checkpoint_path=None, res
     config = TrainConfig() if config is None else config
     _train_checks.check_arguments(model, dataset, config, checkpoint_path, callbacks)
     device = default_device(config.device, "config.device")
-    accelerator, device = parallel.make_accelerator(device, parallel.pick_mixed_precision(config.mixed_precision,
-                                                                                          device))
+    precision = parallel.pick_mixed_precision(config.mixed_precision, device)
+    accelerator, device = parallel.make_accelerator(device, precision)
     if config.batch_size % accelerator.num_processes:
         raise ValueError(f"batch_size={config.batch_size} must be divisible by the number of processes "
                          f"({accelerator.num_processes}): each trains on batch_size / {accelerator.num_processes} "
                          "images per step")
     model.to(device).train()
+    if device.type == "cpu" and precision == "no":
+        # float32 on a CPU: oneDNN's convolutions run faster on channels-last weights (the
+        # activations follow); same numbers up to rounding (benchmarks/bench_unet.py)
+        model.to(memory_format=torch.channels_last)
     scheduler = scheduler or DDPMScheduler(config.num_train_timesteps, beta_schedule=config.beta_schedule)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     checkpoint = None
