@@ -175,9 +175,13 @@ def plot(results, recipes, path, machine):
     ax_fid.set(xscale="log", yscale="log", xlabel="training minutes (log scale)",
                ylabel="Frechet distance / real-vs-real floor", title="How close to real digits?")
     all_marks = sorted({r["minutes"] for r in results})
+    plain = matplotlib.ticker.FormatStrFormatter("%g")  # 4 and 40, not 4x10^0 and 4x10^1
     for ax in (ax_conf, ax_fid):
         ax.set_xticks(all_marks, [str(m) for m in all_marks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3)
+    ax_fid.yaxis.set_major_formatter(plain)
+    ax_fid.yaxis.set_minor_formatter(plain)
     ax_conf.legend()
     fig.suptitle(machine, fontsize=9)
     fig.tight_layout()
