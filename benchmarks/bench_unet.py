@@ -52,13 +52,11 @@ def matmul_fns(dtype):
     return [(lambda: a @ b, 2 * 2048**3), (lambda: F.conv2d(x, w), 2 * 32 * 16 * 16 * 1024 * 1024)]
 
 
-def train_step_fn(model, batch, bf16, channels_last=False):
+def train_step_fn(model, batch, bf16):
     """A closure running one training step; the seed's loop, with optional bf16 autocast."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4)
     x_t = torch.randn(batch, 1, 32, 32)
     noise = torch.randn_like(x_t)
-    if channels_last:
-        model, x_t = model.to(memory_format=torch.channels_last), x_t.contiguous(memory_format=torch.channels_last)
     context = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else (lambda: torch.autocast("cpu", enabled=False))
 
     def step():
