@@ -7,8 +7,10 @@ Recipes (``RECIPES``):
 - ``ours-min-snr`` / ``ours-bf16``: ``UNet()`` trained by ``training.train`` with ``TrainConfig()``'s
   defaults (min-SNR-5 loss weights) in float32 / under bf16 autocast (skipped where the CPU has no
   native bf16: emulated bf16 is slower than float32 there, so no laptop would use it);
-- ``ours-plain``: the same with the seed's plain mean loss (``min_snr_gamma=None``, the default
-  until the curve showed min-SNR-5 learning faster); ``ours-lr-2e-3``, ``ours-batch-32``,
+- ``ours-batch-64``: ``ours-min-snr`` with 64 images per step (the default until the curve showed
+  32 learning faster per minute);
+- ``ours-plain``: batch 64 with the seed's plain mean loss (``min_snr_gamma=None``, the default
+  until the curve showed min-SNR-5 learning faster); ``ours-lr-2e-3``,
   ``ours-small`` (``UNet(block_out_channels=(16, 32, 64))``, the CLI's ``--channels 16,32,64``):
   ``ours-plain`` with one thing changed each; ``ours-min-snr-lr-2e-3``: two changes together;
 - ``seed-fp32``: the seed's loop as written (diffusers' UNet2DModel in unit 1's configuration with
@@ -18,7 +20,9 @@ The recipes train in turns of ``--slice`` seconds (round robin; ours resume from
 bit for bit), so every row sees the same drift in the machine's load. Each recipe's clock counts
 its own training steps only. When a clock passes a mark in ``--minutes``, that recipe's model
 (ours: the EMA weights; the seed's loop keeps none) draws ``--samples`` digits with
-DPM-Solver++ (20 steps, the same noise for every row), measured by ``metrics.quality_report``
+DPM-Solver++(2M) and with DPM-Solver++(2M) SDE (20 steps each, the same noise for every row; the
+SDE sampler adds fresh noise at each step, which hides much of a young model's error), each
+measured by ``metrics.quality_report``
 against as many real test digits, and its held-out loss is taken; sampling is not on the clock.
 Every row is printed as soon as it is measured and added to ``--out``/quality_curve.json, so an
 interrupted run keeps what it measured; at the end the table and a plot (quality_curve.png).
@@ -48,14 +52,14 @@ SMALL_UNET = dict(block_out_channels=(16, 32, 64), attention_head_dim=16)  # --c
 RECIPES = {  # name: TrainConfig options for ours (and "unet": UNet options); "seed" for the seed's loop
     "ours-min-snr": dict(mixed_precision="no", min_snr_gamma=5.0),
     "ours-bf16": dict(mixed_precision="bf16", min_snr_gamma=5.0),
-    "ours-plain": dict(mixed_precision="no", min_snr_gamma=None),
-    "ours-lr-2e-3": dict(mixed_precision="no", min_snr_gamma=None, learning_rate=2e-3),
-    "ours-batch-32": dict(mixed_precision="no", min_snr_gamma=None, batch_size=32),
-    "ours-small": dict(mixed_precision="no", min_snr_gamma=None, unet=SMALL_UNET),
-    "ours-min-snr-lr-2e-3": dict(mixed_precision="no", min_snr_gamma=5.0, learning_rate=2e-3),
+    "ours-batch-64": dict(mixed_precision="no", min_snr_gamma=5.0, batch_size=64),
+    "ours-plain": dict(mixed_precision="no", min_snr_gamma=None, batch_size=64),
+    "ours-lr-2e-3": dict(mixed_precision="no", min_snr_gamma=None, batch_size=64, learning_rate=2e-3),
+    "ours-small": dict(mixed_precision="no", min_snr_gamma=None, batch_size=64, unet=SMALL_UNET),
+    "ours-min-snr-lr-2e-3": dict(mixed_precision="no", min_snr_gamma=5.0, batch_size=64, learning_rate=2e-3),
     "seed-fp32": "seed",
 }
-DEFAULT_RECIPES = ("ours-min-snr", "ours-bf16", "ours-plain", "seed-fp32")
+DEFAULT_RECIPES = ("ours-min-snr", "ours-bf16", "ours-batch-64", "seed-fp32")
 
 
 class OursRun:
@@ -81,15 +85,30 @@ class OursRun:
         return self.state.ema_model
 
 
+SAMPLERS = {  # each mark is measured with both; the table and plot show both
+    "2M": dict(algorithm_type="dpmsolver++"),  # DPM-Solver++(2M), deterministic
+    "SDE": dict(algorithm_type="sde-dpmsolver++"),  # DPM-Solver++(2M) SDE: fresh noise at every step
+}
+
+
 def measure(model, num_samples, dataset):
-    """Quality of ``num_samples`` DPM-Solver++ 20-step samples (fixed noise) and the held-out loss."""
-    samples = sample(model, DPMSolverMultistepScheduler(1000, beta_schedule="squaredcos_cap_v2"), num_samples,
-                     num_inference_steps=20, generator=torch.Generator().manual_seed(1), progress=False)
-    report = quality_report(samples, real=DigitsDataset(n=2 * num_samples, split="test").images,
-                            train_images=dataset.images)
-    return dict(confident=report.confident_fraction, class_min=min(report.class_fractions),
-                class_max=max(report.class_fractions), frechet=report.frechet, frechet_floor=report.frechet_floor,
-                kid=report.kid, kid_reference=report.kid_reference, heldout_loss=heldout_loss(model))
+    """Quality of ``num_samples`` 20-step samples (fixed noise) of each sampler, and the held-out loss:
+    the deterministic sampler's under the row's top-level keys, the SDE's under ``"sde"``."""
+    real = DigitsDataset(n=2 * num_samples, split="test").images
+    row = {}
+    for name, options in SAMPLERS.items():
+        scheduler = DPMSolverMultistepScheduler(1000, beta_schedule="squaredcos_cap_v2", **options)
+        samples = sample(model, scheduler, num_samples, num_inference_steps=20,
+                         generator=torch.Generator().manual_seed(1), progress=False)
+        report = quality_report(samples, real=real, train_images=dataset.images)
+        measured = dict(confident=report.confident_fraction, class_min=min(report.class_fractions),
+                        class_max=max(report.class_fractions), frechet=report.frechet,
+                        frechet_floor=report.frechet_floor, kid=report.kid, kid_reference=report.kid_reference)
+        if name == "2M":
+            row.update(measured)
+        else:
+            row["sde"] = measured
+    return dict(row, heldout_loss=heldout_loss(model))
 
 
 def run_curve(recipes, marks, seeds, slice_s, num_samples, out, until=None):
@@ -122,10 +141,12 @@ def run_curve(recipes, marks, seeds, slice_s, num_samples, out, until=None):
 
 
 def format_row(row):
+    def quality(m):
+        return (f"confident {m['confident']:.0%}, classes {m['class_min']:.0%}-{m['class_max']:.0%}, "
+                f"Frechet {m['frechet']:.0f} (floor {m['frechet_floor']:.0f})")
+    sde = f"; SDE: {quality(row['sde'])}" if "sde" in row else ""
     return (f"{row['recipe']:<14} seed {row['seed']} {row['minutes']:>4} min ({row['train_s']:.0f} s, "
-            f"{row['images']} images): confident {row['confident']:.0%}, classes {row['class_min']:.0%}-"
-            f"{row['class_max']:.0%}, Frechet {row['frechet']:.0f} (floor {row['frechet_floor']:.0f}), "
-            f"held-out loss {row['heldout_loss']:.4f}")
+            f"{row['images']} images): 2M: {quality(row)}{sde}; held-out loss {row['heldout_loss']:.4f}")
 
 
 def _span(values, fmt):
@@ -134,19 +155,25 @@ def _span(values, fmt):
 
 
 def table(results, recipes, marks):
-    lines = ["| recipe | minutes | seeds | images | confident (>= 0.9) | classes (min-max) | Frechet / floor "
-             "| held-out loss |", "|---|---|---|---|---|---|---|---|"]
+    """One line per recipe and mark; the SDE sampler's columns where the rows have them."""
+    sde = any("sde" in r for r in results)
+    head = ["recipe", "minutes", "seeds", "images", "confident (>= 0.9)", "classes (min-max)", "Frechet / floor"]
+    head += ["SDE: confident", "SDE: classes", "SDE: Frechet / floor"] if sde else []
+    lines = ["| " + " | ".join(head + ["held-out loss"]) + " |", "|---" * (len(head) + 1) + "|"]
+
+    def quality(ms):
+        return [f"{_span([100 * m['confident'] for m in ms], '{:.0f}')}%",
+                f"{100 * min(m['class_min'] for m in ms):.0f}-{100 * max(m['class_max'] for m in ms):.0f}%",
+                f"{_span([m['frechet'] / m['frechet_floor'] for m in ms], '{:.1f}')}x"]
     for name in recipes:
         for minutes in marks:
             rows = [r for r in results if r["recipe"] == name and r["minutes"] == minutes]
             if not rows:
                 continue
-            lines.append(
-                f"| {name} | {minutes} | {len(rows)} | {_span([r['images'] for r in rows], '{:,}')} "
-                f"| {_span([100 * r['confident'] for r in rows], '{:.0f}')}% "
-                f"| {100 * min(r['class_min'] for r in rows):.0f}-{100 * max(r['class_max'] for r in rows):.0f}% "
-                f"| {_span([r['frechet'] / r['frechet_floor'] for r in rows], '{:.1f}')}x "
-                f"| {_span([r['heldout_loss'] for r in rows], '{:.4f}')} |")
+            cells = [name, str(minutes), str(len(rows)), _span([r["images"] for r in rows], "{:,}")] + quality(rows)
+            if sde:
+                cells += quality([r["sde"] for r in rows]) if all("sde" in r for r in rows) else ["-"] * 3
+            lines.append("| " + " | ".join(cells + [_span([r["heldout_loss"] for r in rows], "{:.4f}")]) + " |")
     return "\n".join(lines)
 
 
@@ -157,17 +184,24 @@ def plot(results, recipes, path, machine):
     import matplotlib.pyplot as plt
 
     fig, (ax_conf, ax_fid) = plt.subplots(1, 2, figsize=(10, 3.8))
+    colors = {}  # one colour per recipe, both samplers
     for name in recipes:
         rows = sorted((r for r in results if r["recipe"] == name), key=lambda r: r["minutes"])
         if not rows:
             continue
-        minutes = sorted({r["minutes"] for r in rows})
-        for ax, value in ((ax_conf, lambda r: 100 * r["confident"]),
-                          (ax_fid, lambda r: r["frechet"] / r["frechet_floor"])):
-            per_mark = [[value(r) for r in rows if r["minutes"] == m] for m in minutes]
-            line, = ax.plot(minutes, [sum(v) / len(v) for v in per_mark], "o-", label=name)
-            ax.fill_between(minutes, [min(v) for v in per_mark], [max(v) for v in per_mark], color=line.get_color(),
-                            alpha=0.2)
+        for sampler, style in (("2M", "o-"), ("SDE", "s--")):  # solid: DPM-Solver++(2M); dashed: its SDE
+            measured = [(r["minutes"], r if sampler == "2M" else r["sde"]) for r in rows
+                        if sampler == "2M" or "sde" in r]
+            minutes = sorted({m for m, _ in measured})
+            if not minutes:
+                continue
+            for ax, value in ((ax_conf, lambda m: 100 * m["confident"]),
+                              (ax_fid, lambda m: m["frechet"] / m["frechet_floor"])):
+                per_mark = [[value(q) for m, q in measured if m == mark] for mark in minutes]
+                line, = ax.plot(minutes, [sum(v) / len(v) for v in per_mark], style, label=f"{name}, {sampler}",
+                                color=colors.setdefault(name, f"C{len(colors)}"))
+                ax.fill_between(minutes, [min(v) for v in per_mark], [max(v) for v in per_mark],
+                                color=line.get_color(), alpha=0.2)
     ax_conf.axhline(90, color="gray", ls="--", lw=1)
     ax_conf.set(xscale="log", xlabel="training minutes (log scale)", ylabel="% of samples classified >= 0.9",
                 title="Is it clearly a digit?")
@@ -182,7 +216,7 @@ def plot(results, recipes, path, machine):
         ax.grid(alpha=0.3)
     ax_fid.yaxis.set_major_formatter(plain)
     ax_fid.yaxis.set_minor_formatter(plain)
-    ax_conf.legend()
+    ax_conf.legend(fontsize=7)
     fig.suptitle(machine, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -222,7 +256,7 @@ def main():
         sys.exit("no recipe left to run")
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"{torch.get_num_threads()} threads; recipes {', '.join(recipes)}; marks {marks} min; seeds {args.seeds}; "
-          f"{args.samples} samples per mark (DPM-Solver++ 20 steps)\n", flush=True)
+          f"{args.samples} samples per mark and sampler (DPM-Solver++(2M) and its SDE, 20 steps)\n", flush=True)
     until = {name: float(minutes) for name, minutes in (item.split("=") for item in args.until)}
     results = run_curve(recipes, marks, args.seeds, args.slice, args.samples, args.out, until)
     print("\n" + table(results, recipes, marks))

@@ -99,7 +99,7 @@ def _parser():
                        "seed's plain mean (default: 5, which learned faster in benchmarks/bench_quality_curve.py; "
                        "the seed recipe: off; --resume: the checkpoint's)")
     train.add_argument("--batch-size", type=_positive_int, help="images per step, all processes together "
-                       f"(default {quick(64, 16)}; the seed recipe: 64)")
+                       f"(default {quick(32, 16)}; the seed recipe: 64)")
     train.add_argument("--lr", type=_positive_real, help="AdamW peak learning rate (default 1e-3; seed recipe 4e-4)")
     train.add_argument("--out", type=Path, help="output folder (default runs/digits; seed recipe runs/seed)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out/checkpoint.pt")
@@ -148,7 +148,7 @@ def _settings(args):
     recipe = RECIPES.get(args.recipe, {})
     chosen = dict(dataset=args.dataset, batch_size=args.batch_size, learning_rate=args.lr, out=args.out,
                   min_snr_gamma=args.min_snr_gamma)
-    defaults = dict(dataset="digits", batch_size=quick(64, 16), learning_rate=1e-3, out="runs/digits",
+    defaults = dict(dataset="digits", batch_size=quick(TrainConfig.batch_size, 16), learning_rate=1e-3, out="runs/digits",
                     min_snr_gamma=TrainConfig.min_snr_gamma)
     settings = {key: value if value is not None else recipe.get(key, defaults[key]) for key, value in chosen.items()}
     if settings["min_snr_gamma"] == "off":  # TrainConfig's spelling of the seed's plain mean
