@@ -27,3 +27,19 @@ def test_report_tables_and_plots_the_stored_rows(tmp_path):
     assert "| ours-plain | 5 | 2 | 3,200 | 80-90% | 5-15% | 2.5-3.0x | 0.0500 |" in lines
     assert "| seed-fp32 | 5 | 1 | 3,200 | 40% | 5-15% | 20.0x | 0.0500 |" in lines
     assert (tmp_path / "quality_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_adds_the_sde_samplers_columns_where_rows_have_them(tmp_path):
+    with_sde = row("ours-min-snr", 0, 5, 120.0, 0.8)
+    with_sde["sde"] = dict(confident=0.85, class_min=0.07, class_max=0.12, frechet=60.0, frechet_floor=40.0,
+                           kid=0.5, kid_reference=0.0)
+    rows = [with_sde, row("seed-fp32", 0, 5, 800.0, 0.4)]  # an older row, measured with 2M only
+    (tmp_path / "quality_curve.json").write_text(json.dumps(rows))
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_quality_curve.py"), "--report",
+                           "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == ("| recipe | minutes | seeds | images | confident (>= 0.9) | classes (min-max) | Frechet / floor "
+                        "| SDE: confident | SDE: classes | SDE: Frechet / floor | held-out loss |")
+    assert "| ours-min-snr | 5 | 1 | 3,200 | 80% | 5-15% | 3.0x | 85% | 7-12% | 1.5x | 0.0500 |" in lines
+    assert "| seed-fp32 | 5 | 1 | 3,200 | 40% | 5-15% | 20.0x | - | - | - | 0.0500 |" in lines
