@@ -85,30 +85,34 @@ class OursRun:
         return self.state.ema_model
 
 
-SAMPLERS = {  # each mark is measured with both; the table and plot show both
-    "2M": dict(algorithm_type="dpmsolver++"),  # DPM-Solver++(2M), deterministic
-    "SDE": dict(algorithm_type="sde-dpmsolver++"),  # DPM-Solver++(2M) SDE: fresh noise at every step
+SAMPLERS = {  # name: DPMSolverMultistepScheduler algorithm_type; each mark is measured with both
+    "2M": "dpmsolver++",  # DPM-Solver++(2M), deterministic
+    "SDE": "sde-dpmsolver++",  # DPM-Solver++(2M) SDE: fresh noise at every step
 }
 
 
+def by_sampler(row, sampler):
+    """A row's measurements with ``sampler``: the 2M's are the row's own keys (rows measured before the
+    SDE sampler have only those), the SDE's are under ``"sde"``; None where the row has none."""
+    return row if sampler == "2M" else row.get("sde")
+
+
+def sample_quality(model, algorithm_type, num_samples, real, train_images):
+    """Quality of ``num_samples`` 20-step samples (fixed noise) of one DPM-Solver++ variant."""
+    scheduler = DPMSolverMultistepScheduler(1000, beta_schedule="squaredcos_cap_v2", algorithm_type=algorithm_type)
+    samples = sample(model, scheduler, num_samples, num_inference_steps=20, generator=torch.Generator().manual_seed(1),
+                     progress=False)
+    report = quality_report(samples, real=real, train_images=train_images)
+    return dict(confident=report.confident_fraction, class_min=min(report.class_fractions),
+                class_max=max(report.class_fractions), frechet=report.frechet, frechet_floor=report.frechet_floor,
+                kid=report.kid, kid_reference=report.kid_reference)
+
+
 def measure(model, num_samples, dataset):
-    """Quality of ``num_samples`` 20-step samples (fixed noise) of each sampler, and the held-out loss:
-    the deterministic sampler's under the row's top-level keys, the SDE's under ``"sde"``."""
+    """A mark's row: each sampler's quality (laid out as ``by_sampler`` reads it) and the held-out loss."""
     real = DigitsDataset(n=2 * num_samples, split="test").images
-    row = {}
-    for name, options in SAMPLERS.items():
-        scheduler = DPMSolverMultistepScheduler(1000, beta_schedule="squaredcos_cap_v2", **options)
-        samples = sample(model, scheduler, num_samples, num_inference_steps=20,
-                         generator=torch.Generator().manual_seed(1), progress=False)
-        report = quality_report(samples, real=real, train_images=dataset.images)
-        measured = dict(confident=report.confident_fraction, class_min=min(report.class_fractions),
-                        class_max=max(report.class_fractions), frechet=report.frechet,
-                        frechet_floor=report.frechet_floor, kid=report.kid, kid_reference=report.kid_reference)
-        if name == "2M":
-            row.update(measured)
-        else:
-            row["sde"] = measured
-    return dict(row, heldout_loss=heldout_loss(model))
+    two_m, sde = (sample_quality(model, SAMPLERS[name], num_samples, real, dataset.images) for name in ("2M", "SDE"))
+    return dict(two_m, sde=sde, heldout_loss=heldout_loss(model))
 
 
 def run_curve(recipes, marks, seeds, slice_s, num_samples, out, until=None):
@@ -144,7 +148,7 @@ def format_row(row):
     def quality(m):
         return (f"confident {m['confident']:.0%}, classes {m['class_min']:.0%}-{m['class_max']:.0%}, "
                 f"Frechet {m['frechet']:.0f} (floor {m['frechet_floor']:.0f})")
-    sde = f"; SDE: {quality(row['sde'])}" if "sde" in row else ""
+    sde = f"; SDE: {quality(by_sampler(row, 'SDE'))}" if by_sampler(row, "SDE") else ""
     return (f"{row['recipe']:<14} seed {row['seed']} {row['minutes']:>4} min ({row['train_s']:.0f} s, "
             f"{row['images']} images): 2M: {quality(row)}{sde}; held-out loss {row['heldout_loss']:.4f}")
 
@@ -156,7 +160,7 @@ def _span(values, fmt):
 
 def table(results, recipes, marks):
     """One line per recipe and mark; the SDE sampler's columns where the rows have them."""
-    sde = any("sde" in r for r in results)
+    sde = any(by_sampler(r, "SDE") for r in results)
     head = ["recipe", "minutes", "seeds", "images", "confident (>= 0.9)", "classes (min-max)", "Frechet / floor"]
     head += ["SDE: confident", "SDE: classes", "SDE: Frechet / floor"] if sde else []
     lines = ["| " + " | ".join(head + ["held-out loss"]) + " |", "|---" * (len(head) + 1) + "|"]
@@ -172,7 +176,8 @@ def table(results, recipes, marks):
                 continue
             cells = [name, str(minutes), str(len(rows)), _span([r["images"] for r in rows], "{:,}")] + quality(rows)
             if sde:
-                cells += quality([r["sde"] for r in rows]) if all("sde" in r for r in rows) else ["-"] * 3
+                sde_rows = [by_sampler(r, "SDE") for r in rows]
+                cells += quality(sde_rows) if all(sde_rows) else ["-"] * 3
             lines.append("| " + " | ".join(cells + [_span([r["heldout_loss"] for r in rows], "{:.4f}")]) + " |")
     return "\n".join(lines)
 
@@ -190,8 +195,7 @@ def plot(results, recipes, path, machine):
         if not rows:
             continue
         for sampler, style in (("2M", "o-"), ("SDE", "s--")):  # solid: DPM-Solver++(2M); dashed: its SDE
-            measured = [(r["minutes"], r if sampler == "2M" else r["sde"]) for r in rows
-                        if sampler == "2M" or "sde" in r]
+            measured = [(r["minutes"], by_sampler(r, sampler)) for r in rows if by_sampler(r, sampler)]
             minutes = sorted({m for m, _ in measured})
             if not minutes:
                 continue
