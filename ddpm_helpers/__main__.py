@@ -59,8 +59,8 @@ _positive_real = _number(float, low=0, low_open=True, allowed="a positive number
 _positive_real_or_off = _number(float, low=0, low_open=True, allowed='a positive number or "off"')
 
 
-def _gamma(text):
-    """--min-snr-gamma: a positive number, or "off" (the seed's plain mean)."""
+def _real_or_off(text):
+    """--min-snr-gamma, --timestep-logit-std: a positive number, or "off" (the seed's way)."""
     return "off" if text.strip().lower() == "off" else _positive_real_or_off(text)
 
 
@@ -94,9 +94,13 @@ def _parser():
     train.add_argument("--label-dropout", type=_number(float, low=0, high=1, high_open=True,
                                                        allowed="a number in [0, 1)"), default=0.1,
                        help="with --conditional: share of labels replaced by 'no label' (default %(default)s)")
-    train.add_argument("--min-snr-gamma", type=_gamma,
+    train.add_argument("--min-snr-gamma", type=_real_or_off,
                        help="weight each image's loss by min(SNR_t, gamma) / SNR_t (Hang et al. 2023); 'off': the "
                        "seed's plain mean (default: 5, which learned faster in benchmarks/bench_quality_curve.py; "
+                       "the seed recipe: off; --resume: the checkpoint's)")
+    train.add_argument("--timestep-logit-std", type=_real_or_off,
+                       help="draw t = T * sigmoid(s * z), z ~ N(0, 1), with s this (logit-normal, Esser et al. 2024); "
+                       "'off': uniform t, the seed's (default: 1, whose samples were clearer in benchmarks/bench_screen.py; "
                        "the seed recipe: off; --resume: the checkpoint's)")
     train.add_argument("--batch-size", type=_positive_int, help="images per step, all processes together "
                        f"(default {quick(32, 16)}; the seed recipe: 64)")
@@ -147,12 +151,13 @@ def _settings(args):
 
     recipe = RECIPES.get(args.recipe, {})
     chosen = dict(dataset=args.dataset, batch_size=args.batch_size, learning_rate=args.lr, out=args.out,
-                  min_snr_gamma=args.min_snr_gamma)
+                  min_snr_gamma=args.min_snr_gamma, timestep_logit_std=args.timestep_logit_std)
     defaults = dict(dataset="digits", batch_size=quick(TrainConfig.batch_size, 16), learning_rate=1e-3, out="runs/digits",
-                    min_snr_gamma=TrainConfig.min_snr_gamma)
+                    min_snr_gamma=TrainConfig.min_snr_gamma, timestep_logit_std=TrainConfig.timestep_logit_std)
     settings = {key: value if value is not None else recipe.get(key, defaults[key]) for key, value in chosen.items()}
-    if settings["min_snr_gamma"] == "off":  # TrainConfig's spelling of the seed's plain mean
-        settings["min_snr_gamma"] = None
+    for key in ("min_snr_gamma", "timestep_logit_std"):
+        if settings[key] == "off":  # TrainConfig's spelling of the seed's way
+            settings[key] = None
     settings["out"] = Path(settings["out"])
     if recipe and args.channels is not None:
         raise CommandLineError(f"--channels: the {args.recipe} recipe's model is fixed; drop --channels, or train "
@@ -194,6 +199,8 @@ def _check_before_training(args, s):
         step = saved["step"]
         if args.min_snr_gamma is None:  # not given: continue with the run's own loss weights
             s["min_snr_gamma"] = saved["train_config"].get("min_snr_gamma")  # older runs lack it: plain
+        if args.timestep_logit_std is None:  # likewise the run's own t distribution
+            s["timestep_logit_std"] = saved["train_config"].get("timestep_logit_std")  # older runs: uniform
         if s["steps"] is not None and s["steps"] <= step:
             raise CommandLineError(f"--steps {s['steps']}: the run in {checkpoint} is already at step {step}; give "
                                    f"a larger --steps (a total, not a number of extra steps) to continue it.")
@@ -276,7 +283,8 @@ def _train(args):
     steps = s["steps"] if s["epochs"] is None else s["epochs"] * max(1, len(dataset) // s["batch_size"])
     config = TrainConfig(num_steps=steps, batch_size=s["batch_size"], learning_rate=s["learning_rate"],
                          warmup_steps=s["warmup_steps"], grad_clip=s["grad_clip"], seed=args.seed,
-                         label_dropout=args.label_dropout, min_snr_gamma=s["min_snr_gamma"], device=str(device),
+                         label_dropout=args.label_dropout, min_snr_gamma=s["min_snr_gamma"],
+                         timestep_logit_std=s["timestep_logit_std"], device=str(device),
                          mixed_precision=args.mixed_precision,
                          time_budget_s=None if s["minutes"] is None else s["minutes"] * 60)
     limits = ([f"{steps} steps"] if steps else []) + ([f"{s['minutes']:g} minutes"] if s["minutes"] else [])

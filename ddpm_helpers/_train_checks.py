@@ -11,7 +11,8 @@ from . import _checks, parallel
 from .schedules import BETA_SCHEDULES
 
 
-OPTIONAL = ("num_steps", "grad_clip", "checkpoint_every_s", "time_budget_s", "min_snr_gamma")  # None allowed
+OPTIONAL = ("num_steps", "grad_clip", "checkpoint_every_s", "time_budget_s", "min_snr_gamma",
+            "timestep_logit_std")  # None allowed
 
 
 def check_config(config):
@@ -32,7 +33,8 @@ def check_config(config):
             ("grad_clip", c.real, dict(low=0, low_open=True, hint="None turns clipping off")),
             ("checkpoint_every_s", c.real, dict(low=0, low_open=True, hint="or None")),
             ("time_budget_s", c.real, dict(low=0, low_open=True, hint="or None")),
-            ("min_snr_gamma", c.real, dict(low=0, low_open=True, hint="Hang et al. use 5; None turns it off"))]:
+            ("min_snr_gamma", c.real, dict(low=0, low_open=True, hint="Hang et al. use 5; None turns it off")),
+            ("timestep_logit_std", c.real, dict(low=0, low_open=True, hint="e.g. 1; None draws t uniformly"))]:
         value = getattr(config, name)
         if value is not None or name not in OPTIONAL:
             setattr(config, name, rule(value, name, **kwargs))

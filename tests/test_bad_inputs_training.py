@@ -44,6 +44,7 @@ CONFIGS = [  # (TrainConfig arguments, exception, fragments of the message)
     (dict(time_budget_s=0), ValueError, ["time_budget_s", "> 0"]),
     (dict(min_snr_gamma=0), ValueError, ["min_snr_gamma", "> 0", "None turns it off"]),
     (dict(min_snr_gamma="5"), TypeError, ["min_snr_gamma"]),
+    (dict(timestep_logit_std=0), ValueError, ["timestep_logit_std", "> 0", "None draws t uniformly"]),
     (dict(mixed_precision="fp32"), ValueError, ["mixed_precision", "'bf16'", "'fp32'"]),
     (dict(bf16="yes"), ValueError, ["bf16", "True", "mixed_precision"]),
     (dict(device=3), TypeError, ["device", "'cpu'"]),

@@ -65,6 +65,7 @@ ERRORS = [  # (arguments after "train", what the one line must name)
     (["--seed", "-1"], ["--seed", ">= 0"]),
     (["--label-dropout", "1"], ["--label-dropout", "[0, 1)"]),
     (["--min-snr-gamma", "0"], ["--min-snr-gamma", "positive number", '"off"']),
+    (["--timestep-logit-std", "-1"], ["--timestep-logit-std", "positive number", '"off"']),
     (["--sample-steps", "0"], ["--sample-steps", "positive whole number"]),
     (["--sample-steps", "5000"], ["--sample-steps", "at most 1000"]),
     (["--samples", "0"], ["--samples", "positive whole number"]),
@@ -179,6 +180,7 @@ def run_seed_recipe(capsys, tmp_path):
     assert log["config"]["learning_rate"] == 4e-4 and log["config"]["warmup_steps"] == 0
     assert log["config"]["grad_clip"] is None and log["config"]["beta_schedule"] == "squaredcos_cap_v2"
     assert log["config"]["min_snr_gamma"] is None  # the seed's plain mean
+    assert log["config"]["timestep_logit_std"] is None  # the seed's uniform t
     for name in ("checkpoint.pt", "loss.png", "samples.png"):
         assert (out / name).is_file(), name
     model, _ = load_model(out / "checkpoint.pt")
@@ -221,6 +223,21 @@ def test_min_snr_gamma_from_the_command_line(capsys, tmp_path):
     status, _, err = cli(capsys, "train", "--resume", "--steps", "3", "--out", tmp_path / "off", *SMALL)
     assert status == 0 and "different" not in err, err
     assert gamma("off") is None and load_checkpoint(tmp_path / "off" / "checkpoint.pt")["step"] == 3
+
+
+def test_timestep_logit_std_from_the_command_line(capsys, tmp_path):
+    def spread(folder):
+        return load_checkpoint(tmp_path / folder / "checkpoint.pt")["train_config"]["timestep_logit_std"]
+
+    for folder, option in [("default", []), ("two", ["--timestep-logit-std", "2"]),
+                           ("off", ["--timestep-logit-std", "off"])]:
+        status, _, err = cli(capsys, "train", *option, "--steps", "2", "--out", tmp_path / folder, *SMALL)
+        assert status == 0, err
+    assert (spread("default"), spread("two"), spread("off")) == (1.0, 2.0, None)
+    # --resume without the option continues with the run's own t (no "different config" warning)
+    status, _, err = cli(capsys, "train", "--resume", "--steps", "3", "--out", tmp_path / "off", *SMALL)
+    assert status == 0 and "different" not in err, err
+    assert spread("off") is None and load_checkpoint(tmp_path / "off" / "checkpoint.pt")["step"] == 3
 
 
 def test_conditional_needs_labels(capsys, tmp_path):

@@ -578,6 +578,32 @@ def test_min_snr_weights_follow_the_formula():
     assert w[0] < 0.01  # the nearly clean t = 0 counts almost nothing
 
 
+# ---- logit-normal timesteps (Esser et al. 2024) ----
+
+def test_logit_normal_timesteps_follow_their_distribution():
+    from ddpm_helpers.training import draw_timesteps
+
+    def draw(n, **options):
+        return draw_timesteps(n, 1000, TrainConfig(**options), torch.Generator().manual_seed(0))
+
+    assert TrainConfig().timestep_logit_std == 1.0
+    # None: the seed's uniform t, the same numbers as torch.randint from the same generator
+    assert torch.equal(draw(64, timestep_logit_std=None), torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(0)))
+    t = draw(200_000)
+    assert t.dtype == torch.int64 and t.min() >= 0 and t.max() <= 999
+    # P(t < k) = P(sigmoid(z) < k / T) = Phi(logit(k / T)), up to sampling error
+    normal = torch.distributions.Normal(0.0, 1.0)
+    for k in (10, 100, 250, 500, 750, 900, 990):
+        expected = normal.cdf(torch.logit(torch.tensor(k / 1000))).item()
+        assert abs((t < k).double().mean().item() - expected) < 0.005, k
+    # against uniform t (50% and 20%): the middle half drawn more often (2 Phi(logit(0.75)) - 1 = 72.8%),
+    # the outer tenths far less (2 - 2 Phi(logit(0.9)) = 2.8%)
+    middle, ends = ((t >= 250) & (t < 750)).double().mean(), ((t < 100) | (t >= 900)).double().mean()
+    assert 0.723 < middle < 0.733 and 0.026 < ends < 0.030
+    # a wider spread is nearer uniform at the ends
+    assert ((draw(200_000, timestep_logit_std=3.0) < 100).double().mean() > (t < 100).double().mean())
+
+
 def test_min_snr_changes_training_only_through_the_weights(digits):
     def run(**options):
         torch.manual_seed(0)
