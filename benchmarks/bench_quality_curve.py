@@ -5,11 +5,14 @@
 
 Recipes (``RECIPES``):
 - ``ours-min-snr`` / ``ours-bf16``: ``UNet()`` trained by ``training.train`` with ``TrainConfig()``'s
-  defaults (min-SNR-5 loss weights) in float32 / under bf16 autocast (skipped where the CPU has no
-  native bf16: emulated bf16 is slower than float32 there, so no laptop would use it);
-- ``ours-batch-64``: ``ours-min-snr`` with 64 images per step (the default until the curve showed
+  defaults (min-SNR-5 loss weights, 32 images per step, logit-normal t) in float32 / under bf16
+  autocast (skipped where the CPU has no native bf16: emulated bf16 is slower than float32 there, so
+  no laptop would use it);
+- ``ours-uniform-t`` / ``ours-uniform-t-bf16``: the same with the seed's uniform t (the default until
+  bench_screen.py showed logit-normal t giving clearer digits from the same images);
+- ``ours-batch-64``: ``ours-uniform-t`` with 64 images per step (the default until the curve showed
   32 learning faster per minute);
-- ``ours-plain``: batch 64 with the seed's plain mean loss (``min_snr_gamma=None``, the default
+- ``ours-plain``: batch 64, uniform t, with the seed's plain mean loss (``min_snr_gamma=None``, the default
   until the curve showed min-SNR-5 learning faster); ``ours-lr-2e-3``,
   ``ours-small`` (``UNet(block_out_channels=(16, 32, 64))``, the CLI's ``--channels 16,32,64``):
   ``ours-plain`` with one thing changed each; ``ours-min-snr-lr-2e-3``: two changes together;
@@ -49,14 +52,17 @@ from ddpm_helpers.training import TrainConfig, train
 from ddpm_helpers.unet import UNet, cpu_has_native_bf16
 
 SMALL_UNET = dict(block_out_channels=(16, 32, 64), attention_head_dim=16)  # --channels 16,32,64: half the FLOPs
+PLAIN = dict(mixed_precision="no", min_snr_gamma=None, batch_size=64, timestep_logit_std=None)  # the first default
 RECIPES = {  # name: TrainConfig options for ours (and "unet": UNet options); "seed" for the seed's loop
     "ours-min-snr": dict(mixed_precision="no", min_snr_gamma=5.0),
     "ours-bf16": dict(mixed_precision="bf16", min_snr_gamma=5.0),
-    "ours-batch-64": dict(mixed_precision="no", min_snr_gamma=5.0, batch_size=64),
-    "ours-plain": dict(mixed_precision="no", min_snr_gamma=None, batch_size=64),
-    "ours-lr-2e-3": dict(mixed_precision="no", min_snr_gamma=None, batch_size=64, learning_rate=2e-3),
-    "ours-small": dict(mixed_precision="no", min_snr_gamma=None, batch_size=64, unet=SMALL_UNET),
-    "ours-min-snr-lr-2e-3": dict(mixed_precision="no", min_snr_gamma=5.0, batch_size=64, learning_rate=2e-3),
+    "ours-uniform-t": dict(mixed_precision="no", min_snr_gamma=5.0, timestep_logit_std=None),
+    "ours-uniform-t-bf16": dict(mixed_precision="bf16", min_snr_gamma=5.0, timestep_logit_std=None),
+    "ours-batch-64": dict(mixed_precision="no", min_snr_gamma=5.0, batch_size=64, timestep_logit_std=None),
+    "ours-plain": PLAIN,
+    "ours-lr-2e-3": dict(PLAIN, learning_rate=2e-3),
+    "ours-small": dict(PLAIN, unet=SMALL_UNET),
+    "ours-min-snr-lr-2e-3": dict(PLAIN, min_snr_gamma=5.0, learning_rate=2e-3),
     "seed-fp32": "seed",
 }
 DEFAULT_RECIPES = ("ours-min-snr", "ours-bf16", "ours-batch-64", "seed-fp32")
@@ -158,26 +164,31 @@ def _span(values, fmt):
     return fmt.format(low) if fmt.format(low) == fmt.format(high) else f"{fmt.format(low)}-{fmt.format(high)}"
 
 
+QUALITY_HEAD = ["confident (>= 0.9)", "classes (min-max)", "Frechet / floor"]
+SDE_HEAD = ["SDE: confident", "SDE: classes", "SDE: Frechet / floor"]
+
+
+def quality_cells(ms):
+    """The three quality cells of one sampler's measurements ``ms`` (one per seed): ranges over them."""
+    return [f"{_span([100 * m['confident'] for m in ms], '{:.0f}')}%",
+            f"{100 * min(m['class_min'] for m in ms):.0f}-{100 * max(m['class_max'] for m in ms):.0f}%",
+            f"{_span([m['frechet'] / m['frechet_floor'] for m in ms], '{:.1f}')}x"]
+
+
 def table(results, recipes, marks):
     """One line per recipe and mark; the SDE sampler's columns where the rows have them."""
     sde = any(by_sampler(r, "SDE") for r in results)
-    head = ["recipe", "minutes", "seeds", "images", "confident (>= 0.9)", "classes (min-max)", "Frechet / floor"]
-    head += ["SDE: confident", "SDE: classes", "SDE: Frechet / floor"] if sde else []
+    head = ["recipe", "minutes", "seeds", "images"] + QUALITY_HEAD + (SDE_HEAD if sde else [])
     lines = ["| " + " | ".join(head + ["held-out loss"]) + " |", "|---" * (len(head) + 1) + "|"]
-
-    def quality(ms):
-        return [f"{_span([100 * m['confident'] for m in ms], '{:.0f}')}%",
-                f"{100 * min(m['class_min'] for m in ms):.0f}-{100 * max(m['class_max'] for m in ms):.0f}%",
-                f"{_span([m['frechet'] / m['frechet_floor'] for m in ms], '{:.1f}')}x"]
     for name in recipes:
         for minutes in marks:
             rows = [r for r in results if r["recipe"] == name and r["minutes"] == minutes]
             if not rows:
                 continue
-            cells = [name, str(minutes), str(len(rows)), _span([r["images"] for r in rows], "{:,}")] + quality(rows)
+            cells = [name, str(minutes), str(len(rows)), _span([r["images"] for r in rows], "{:,}")] + quality_cells(rows)
             if sde:
                 sde_rows = [by_sampler(r, "SDE") for r in rows]
-                cells += quality(sde_rows) if all(sde_rows) else ["-"] * 3
+                cells += quality_cells(sde_rows) if all(sde_rows) else ["-"] * 3
             lines.append("| " + " | ".join(cells + [_span([r["heldout_loss"] for r in rows], "{:.4f}")]) + " |")
     return "\n".join(lines)
 

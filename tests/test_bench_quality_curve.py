@@ -43,3 +43,25 @@ def test_report_adds_the_sde_samplers_columns_where_rows_have_them(tmp_path):
                         "| SDE: confident | SDE: classes | SDE: Frechet / floor | held-out loss |")
     assert "| ours-min-snr | 5 | 1 | 3,200 | 80% | 5-15% | 3.0x | 85% | 7-12% | 1.5x | 0.0500 |" in lines
     assert "| seed-fp32 | 5 | 1 | 3,200 | 40% | 5-15% | 20.0x | - | - | - | 0.0500 |" in lines
+
+
+def test_screen_report_tables_each_variant_over_its_seeds(tmp_path):
+    """benchmarks/bench_screen.py --report: one line per variant, ranges over seeds, both samplers."""
+    def screened(variant, seed, frechet, confident):
+        sde = dict(confident=confident + 0.05, class_min=0.06, class_max=0.13, frechet=frechet / 2,
+                   frechet_floor=40.0, kid=0.5, kid_reference=0.0)
+        return dict(row(variant, seed, 5, frechet, confident), variant=variant, steps=1334, images=42688, sde=sde)
+
+    rows = [screened("logit-normal-1", 0, 120.0, 0.76), screened("uniform-t", 0, 100.0, 0.74),
+            screened("uniform-t", 1, 80.0, 0.78)]
+    (tmp_path / "screen.json").write_text(json.dumps(rows))
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_screen.py"), "--report",
+                           "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert ("| variant | seeds | images | steps | confident (>= 0.9) | classes (min-max) | Frechet / floor "
+            "| SDE: confident | SDE: classes | SDE: Frechet / floor | held-out loss |") in lines
+    # VARIANTS' order, not the file's
+    assert lines.index("| uniform-t | 2 | 42,688 | 1,334 | 74-78% | 5-15% | 2.0-2.5x | 79-83% | 6-13% | 1.0-1.2x "
+                       "| 0.0500 |") < lines.index("| logit-normal-1 | 1 | 42,688 | 1,334 | 76% | 5-15% | 3.0x | 81% "
+                                                  "| 6-13% | 1.5x | 0.0500 |")
