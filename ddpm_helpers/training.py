@@ -11,7 +11,7 @@ By default each image's term of the mean is weighted by min(SNR_t, 5) / SNR_t (m
 Hang et al. 2023: the nearly clean images count less), which learned faster per CPU-minute
 in benchmarks/bench_quality_curve.py; ``min_snr_gamma=None`` is the seed's plain mean. And t is
 drawn logit-normal rather than uniform (``draw_timesteps``: the middle noise levels more often),
-which made better samples from the same images; ``timestep_logit_std=None`` is the seed's uniform t.
+which drew more clear digits from the same images; ``timestep_logit_std=None`` is the seed's uniform t.
 
 A class-conditional model (one with ``config.num_class_embeds``: K classes + 1 "no label")
 is called ``eps_theta(x_t, t, y)``; a share ``label_dropout`` of the labels y is replaced by
@@ -71,7 +71,7 @@ class TrainConfig:
     beta_schedule: str = "squaredcos_cap_v2"  # the seed's schedule (cosine, Nichol & Dhariwal 2021)
     label_dropout: float = 0.1  # class-conditional models: share of labels replaced by "no label"
     min_snr_gamma: float | None = 5.0  # min-SNR-gamma loss weights (see loss_weights); None: the seed's plain mean
-    timestep_logit_std: float | None = 1.0  # t drawn logit-normal with this spread (see draw_timesteps); None: uniform, as the seed
+    timestep_logit_std: float | None = 1.0  # t / T logit-normal with this spread (draw_timesteps); None: uniform
     checkpoint_every: int = 500  # save a checkpoint every this many steps (needs checkpoint_path)
     checkpoint_every_s: float | None = 120.0  # ... and at least every this many seconds
     log_every: int = 50  # call the doctor and the callbacks every this many steps
@@ -230,8 +230,8 @@ def draw_timesteps(batch_size, T, config, generator):
     """Each image's t, (batch_size,). With ``config.timestep_logit_std`` = s (1 by default, as Esser et al.)
     t = floor(T * sigmoid(s * z)), z ~ N(0, 1): t / T is logit-normal (Esser et al. 2024, arXiv
     2403.03206, section 3.1), so the middle noise levels are practised more often and the nearly
-    clean and nearly pure-noise ends less; it learned faster per CPU-minute in
-    benchmarks/bench_screen.py. With ``timestep_logit_std=None``: uniform over 0..T-1, the seed's
+    clean and nearly pure-noise ends less; from the same images more samples were clear digits
+    (benchmarks/bench_screen.py). With ``timestep_logit_std=None``: uniform over 0..T-1, the seed's
     t ~ Uniform{0, ..., T-1}."""
     if config.timestep_logit_std is None:
         return torch.randint(0, T, (batch_size,), generator=generator)
@@ -440,8 +440,9 @@ def _restore(state, checkpoint):
     """Put a loaded checkpoint's EMA and history into ``state`` (weights and optimizer: train())."""
     names = ("seed", "batch_size", "learning_rate", "warmup_steps", "beta_schedule", "ema_decay", "label_dropout",
              "min_snr_gamma", "timestep_logit_std")
-    changed = [name for name in names if checkpoint["train_config"].get(name, getattr(state.config, name))
-               != getattr(state.config, name)]
+    older = {"min_snr_gamma": None, "timestep_logit_std": None}  # what runs saved before these options used
+    saved = {name: checkpoint["train_config"].get(name, older.get(name, getattr(state.config, name))) for name in names}
+    changed = [name for name in names if saved[name] != getattr(state.config, name)]
     if changed:
         warnings.warn(f"resuming with different {changed} than the checkpoint: the run will not match an "
                       "uninterrupted one.", TrainingWarning, stacklevel=3)

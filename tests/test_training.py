@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from dataclasses import fields, replace
 
 import pytest
@@ -602,6 +603,26 @@ def test_logit_normal_timesteps_follow_their_distribution():
     assert 0.723 < middle < 0.733 and 0.026 < ends < 0.030
     # a wider spread is nearer uniform at the ends
     assert ((draw(200_000, timestep_logit_std=3.0) < 100).double().mean() > (t < 100).double().mean())
+
+
+def test_resuming_a_run_saved_before_the_t_option_says_its_t_was_uniform(digits, tmp_path):
+    """A checkpoint without timestep_logit_std (or min_snr_gamma) was trained the seed's way: resuming it
+    with today's defaults is a change of recipe, and train() says so; with the old values it is not."""
+    path = tmp_path / "checkpoint.pt"
+    old = dict(min_snr_gamma=None, timestep_logit_std=None)
+    train(tiny_unet(), digits, TrainConfig(num_steps=2, **FAST, **old), checkpoint_path=path, progress=False)
+    checkpoint = torch.load(path, weights_only=True)
+    for name in old:
+        del checkpoint["train_config"][name]  # as an older ddpm_helpers wrote it
+    torch.save(checkpoint, path)
+    with pytest.warns(TrainingWarning, match=r"different \['min_snr_gamma', 'timestep_logit_std'\]"):
+        train(tiny_unet(), digits, TrainConfig(num_steps=3, **FAST), checkpoint_path=path, progress=False)
+    torch.save(checkpoint, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrainingWarning)
+        state = train(tiny_unet(), digits, TrainConfig(num_steps=3, **FAST, **old), checkpoint_path=path,
+                      progress=False)
+    assert state.step == 3
 
 
 def test_min_snr_changes_training_only_through_the_weights(digits):
