@@ -99,9 +99,9 @@ def _parser():
                        "seed's plain mean (default: 5, which learned faster in benchmarks/bench_quality_curve.py; "
                        "the seed recipe: off; --resume: the checkpoint's)")
     train.add_argument("--timestep-logit-std", type=_real_or_off,
-                       help="draw t = T * sigmoid(s * z), z ~ N(0, 1), with s this (logit-normal, Esser et al. 2024); "
-                       "'off': uniform t, the seed's (default: 1, whose samples were clearer in benchmarks/bench_screen.py; "
-                       "the seed recipe: off; --resume: the checkpoint's)")
+                       help="draw t = T * sigmoid(s * z), z ~ N(0, 1), with s this (logit-normal, Esser et al. "
+                       "2024); 'off': uniform t, the seed's (default: 1, whose samples were clearer in "
+                       "benchmarks/bench_screen.py; the seed recipe: off; --resume: the checkpoint's)")
     train.add_argument("--batch-size", type=_positive_int, help="images per step, all processes together "
                        f"(default {quick(32, 16)}; the seed recipe: 64)")
     train.add_argument("--lr", type=_positive_real, help="AdamW peak learning rate (default 1e-3; seed recipe 4e-4)")
