@@ -211,33 +211,21 @@ def test_conditional_digits_from_the_command_line(capsys, tmp_path):
     assert load_checkpoint(tmp_path / "c" / "checkpoint.pt")["train_config"]["label_dropout"] == 0.1
 
 
-def test_min_snr_gamma_from_the_command_line(capsys, tmp_path):
-    def gamma(folder):
-        return load_checkpoint(tmp_path / folder / "checkpoint.pt")["train_config"]["min_snr_gamma"]
+@pytest.mark.parametrize("option, key, default, other", [("--min-snr-gamma", "min_snr_gamma", 5.0, 3.0),
+                                                          ("--timestep-logit-std", "timestep_logit_std", 1.0, 2.0)])
+def test_the_recipe_options_from_the_command_line(capsys, tmp_path, option, key, default, other):
+    """The default, a number, and "off" (the seed's way: TrainConfig's None) reach the checkpoint."""
+    def saved(folder):
+        return load_checkpoint(tmp_path / folder / "checkpoint.pt")["train_config"][key]
 
-    for folder, option in [("default", []), ("three", ["--min-snr-gamma", "3"]), ("off", ["--min-snr-gamma", "off"])]:
-        status, _, err = cli(capsys, "train", *option, "--steps", "2", "--out", tmp_path / folder, *SMALL)
+    for folder, given in [("default", []), ("other", [option, str(other)]), ("off", [option, "off"])]:
+        status, _, err = cli(capsys, "train", *given, "--steps", "2", "--out", tmp_path / folder, *SMALL)
         assert status == 0, err
-    assert (gamma("default"), gamma("three"), gamma("off")) == (5.0, 3.0, None)
-    # --resume without the option continues with the run's own weights (no "different config" warning)
+    assert (saved("default"), saved("other"), saved("off")) == (default, other, None)
+    # --resume without the option continues with the run's own setting (no "different config" warning)
     status, _, err = cli(capsys, "train", "--resume", "--steps", "3", "--out", tmp_path / "off", *SMALL)
     assert status == 0 and "different" not in err, err
-    assert gamma("off") is None and load_checkpoint(tmp_path / "off" / "checkpoint.pt")["step"] == 3
-
-
-def test_timestep_logit_std_from_the_command_line(capsys, tmp_path):
-    def spread(folder):
-        return load_checkpoint(tmp_path / folder / "checkpoint.pt")["train_config"]["timestep_logit_std"]
-
-    for folder, option in [("default", []), ("two", ["--timestep-logit-std", "2"]),
-                           ("off", ["--timestep-logit-std", "off"])]:
-        status, _, err = cli(capsys, "train", *option, "--steps", "2", "--out", tmp_path / folder, *SMALL)
-        assert status == 0, err
-    assert (spread("default"), spread("two"), spread("off")) == (1.0, 2.0, None)
-    # --resume without the option continues with the run's own t (no "different config" warning)
-    status, _, err = cli(capsys, "train", "--resume", "--steps", "3", "--out", tmp_path / "off", *SMALL)
-    assert status == 0 and "different" not in err, err
-    assert spread("off") is None and load_checkpoint(tmp_path / "off" / "checkpoint.pt")["step"] == 3
+    assert saved("off") is None and load_checkpoint(tmp_path / "off" / "checkpoint.pt")["step"] == 3
 
 
 def test_conditional_needs_labels(capsys, tmp_path):
