@@ -9,8 +9,8 @@ from the same images?", which a screen can answer faster and under any load: eac
 ``UNet()`` for ``--images`` images (42,688 by default: what 5 minutes of float32 at 64 images per
 step saw on a 2-core Xeon), then its EMA weights are measured exactly as a mark of the curve is
 (512 samples with DPM-Solver++(2M) and with its SDE, 20 steps each, the same noise; the held-out
-loss). Training runs under bf16 autocast where
-the CPU has it natively (per image bf16 and float32 learn alike, and it is faster), else float32;
+loss). Training runs under bf16 autocast where the CPU has it natively (per image bf16 and float32
+learn alike, and it is faster), else float32;
 ``--mixed-precision`` overrides. A variant's train time is printed, but compare speeds with
 bench_unet.py: two screens sharing the CPU slow each other. Rows go to ``--out``/screen.json as
 they come (rows already there are not measured again, so a stopped screen resumes), then a table.
@@ -40,7 +40,7 @@ VARIANTS = {  # name: TrainConfig options on top of the defaults (batch 32, min-
 
 
 def screen(name, images, seed, mixed_precision, dataset, num_samples):
-    options = dict(dict(mixed_precision=mixed_precision, seed=seed, checkpoint_every=10**9, checkpoint_every_s=None),
+    options = dict(mixed_precision=mixed_precision, seed=seed, checkpoint_every=10**9, checkpoint_every_s=None,
                    **VARIANTS[name])
     config = TrainConfig(num_steps=images // options.get("batch_size", TrainConfig.batch_size), **options)
     torch.manual_seed(seed)  # the initial weights

@@ -180,6 +180,7 @@ def _check_before_training(args, s):
     from .checkpoints import load_checkpoint
     from .config import default_device
     from .parallel import pick_mixed_precision
+    from .training import OLDER_RUNS
 
     check_output_path(s["out"], "--out", folder=True)
     checkpoint = s["out"] / "checkpoint.pt"
@@ -197,10 +198,9 @@ def _check_before_training(args, s):
     if args.resume:
         saved = load_checkpoint(checkpoint)
         step = saved["step"]
-        if args.min_snr_gamma is None:  # not given: continue with the run's own loss weights
-            s["min_snr_gamma"] = saved["train_config"].get("min_snr_gamma")  # older runs lack it: plain
-        if args.timestep_logit_std is None:  # likewise the run's own t distribution
-            s["timestep_logit_std"] = saved["train_config"].get("timestep_logit_std")  # older runs: uniform
+        for key, older in OLDER_RUNS.items():  # not given: continue with the run's own loss weights and t
+            if getattr(args, key) is None:
+                s[key] = saved["train_config"].get(key, older)
         if s["steps"] is not None and s["steps"] <= step:
             raise CommandLineError(f"--steps {s['steps']}: the run in {checkpoint} is already at step {step}; give "
                                    f"a larger --steps (a total, not a number of extra steps) to continue it.")

@@ -436,12 +436,16 @@ def _check_first_batch(dataset, config, run, step):
         _train_checks.check_labels(all_labels if isinstance(all_labels, torch.Tensor) else labels, run.null_label)
 
 
+# What a run saved before an option existed trained with: the seed's plain mean and uniform t.
+OLDER_RUNS = {"min_snr_gamma": None, "timestep_logit_std": None}
+
+
 def _restore(state, checkpoint):
     """Put a loaded checkpoint's EMA and history into ``state`` (weights and optimizer: train())."""
     names = ("seed", "batch_size", "learning_rate", "warmup_steps", "beta_schedule", "ema_decay", "label_dropout",
              "min_snr_gamma", "timestep_logit_std")
-    older = {"min_snr_gamma": None, "timestep_logit_std": None}  # what runs saved before these options used
-    saved = {name: checkpoint["train_config"].get(name, older.get(name, getattr(state.config, name))) for name in names}
+    saved = {name: checkpoint["train_config"].get(name, OLDER_RUNS.get(name, getattr(state.config, name)))
+             for name in names}
     changed = [name for name in names if saved[name] != getattr(state.config, name)]
     if changed:
         warnings.warn(f"resuming with different {changed} than the checkpoint: the run will not match an "
