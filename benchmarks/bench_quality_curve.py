@@ -2,6 +2,7 @@
 
     python benchmarks/bench_quality_curve.py                  # ours (+ bf16 where native), the seed, 1-20 min
     python benchmarks/bench_quality_curve.py --recipes ours-plain ours-min-snr --minutes 1 2 3 5 10
+    python benchmarks/bench_quality_curve.py --shipped        # the shipped model, measured the same way
 
 Recipes (``RECIPES``):
 - ``ours-min-snr`` / ``ours-bf16``: ``UNet()`` trained by ``training.train`` with ``TrainConfig()``'s
@@ -48,7 +49,7 @@ from ddpm_helpers.data import DigitsDataset
 from ddpm_helpers.dpm_solver import DPMSolverMultistepScheduler
 from ddpm_helpers.metrics import quality_report
 from ddpm_helpers.sampling import sample
-from ddpm_helpers.training import TrainConfig, train
+from ddpm_helpers.training import TrainConfig, load_pretrained, train
 from ddpm_helpers.unet import UNet, cpu_has_native_bf16
 
 SMALL_UNET = dict(block_out_channels=(16, 32, 64), attention_head_dim=16)  # --channels 16,32,64: half the FLOPs
@@ -150,13 +151,18 @@ def run_curve(recipes, marks, seeds, slice_s, num_samples, out, until=None):
     return results
 
 
-def format_row(row):
+def format_quality(row):
+    """Both samplers' measurements of a row (or of ``measure``'s answer), and its held-out loss, in words."""
     def quality(m):
         return (f"confident {m['confident']:.0%}, classes {m['class_min']:.0%}-{m['class_max']:.0%}, "
                 f"Frechet {m['frechet']:.0f} (floor {m['frechet_floor']:.0f})")
     sde = f"; SDE: {quality(by_sampler(row, 'SDE'))}" if by_sampler(row, "SDE") else ""
+    return f"2M: {quality(row)}{sde}; held-out loss {row['heldout_loss']:.4f}"
+
+
+def format_row(row):
     return (f"{row['recipe']:<14} seed {row['seed']} {row['minutes']:>4} min ({row['train_s']:.0f} s, "
-            f"{row['images']} images): 2M: {quality(row)}{sde}; held-out loss {row['heldout_loss']:.4f}")
+            f"{row['images']} images): {format_quality(row)}")
 
 
 def _span(values, fmt):
@@ -249,6 +255,8 @@ def main():
     parser.add_argument("--samples", type=int, default=512, help="samples per measurement (and real digits)")
     parser.add_argument("--report", action="store_true",
                         help="train nothing: the table and plot of every row in --out/quality_curve.json")
+    parser.add_argument("--shipped", action="store_true",
+                        help="train nothing: measure the shipped model (digits_unet.safetensors) the same way")
     parser.add_argument("--machine", default=None, help="the plot's caption (default: threads, torch, bf16)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"),
                         help="folder of quality_curve.json (rows already there are not measured again) and .png")
@@ -263,6 +271,11 @@ def main():
         marks = sorted({r["minutes"] for r in results})
         print(table(results, recipes, marks))
         plot(results, recipes, args.out / "quality_curve.png", machine)
+        return
+    if args.shipped:
+        model, _ = load_pretrained()
+        row = measure(model, args.samples, DigitsDataset())
+        print(f"the shipped model ({args.samples} samples): {format_quality(row)}")
         return
     if "ours-bf16" in recipes and not cpu_has_native_bf16():
         recipes.remove("ours-bf16")

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_unet.py                 # speed table, about 2-3 minutes
     python benchmarks/bench_unet.py --train-seconds 120   # plus equal-time training on digits
+    python benchmarks/bench_unet.py --compile       # plus torch.compile rows (2-3 minutes more to compile)
 
 One training step = forward + backward + AdamW step on a batch, MSE against a random noise
 target at random t. Achieved GFLOP/s = 3 x forward FLOPs x batch / step time (backward
@@ -83,9 +84,12 @@ def speed_table(rows, rounds):
     steps, infos = [], []
     for name, build, bf16, batch in rows:
         model = build()
-        infos.append((name, count_parameters(model), estimate_flops(model), bf16, batch))
+        plain = getattr(model, "_orig_mod", model)  # a torch.compile'd model's own module
+        infos.append((name, count_parameters(plain), estimate_flops(plain), bf16, batch))
         steps.append(train_step_fn(model, batch, bf16))
-        steps[-1]()  # warm-up: oneDNN picks and caches its kernels on the first call
+        seconds = timed(steps[-1])  # warm-up: oneDNN picks and caches its kernels on the first call
+        if "compile" in name:
+            print(f"  {name}, {'bf16' if bf16 else 'fp32'}: first step (compiling) {seconds:.0f} s", flush=True)
     best = [float("inf")] * len(rows)
     for r in range(rounds):
         for dtype, fns in peak_fns.items():
@@ -163,10 +167,13 @@ def main():
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--train-seconds", type=float, default=0, help="also train seed vs ours this long each")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed table")
+    parser.add_argument("--compile", action="store_true",
+                        help="also the default model under torch.compile, batch 32 (its compile time is printed)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ours = lambda **kw: (lambda: UNet(**kw))  # noqa: E731
     channels_last = lambda build: (lambda: build().to(memory_format=torch.channels_last))  # noqa: E731
+    compiled = lambda build: (lambda: torch.compile(build()))  # noqa: E731; compiles on its first (warm-up) step
     default = f"ours default {tuple(UNetConfig().block_out_channels)} lpb{UNetConfig().layers_per_block}"
     print(f"autocast_context('cpu') on this machine: {type(autocast_context('cpu')).__name__}")
     if not args.no_speed:
@@ -184,6 +191,10 @@ def main():
             ("ours (32,64,128,128) lpb1", ours(block_out_channels=(32, 64, 128, 128)), True, 128),
             ("ours (64,128,256) lpb1", ours(block_out_channels=(64, 128, 256)), True, 128),
         ]
+        if args.compile:
+            rows += [(default + ", channels-last, torch.compile", compiled(channels_last(ours())), False, 32),
+                     (default + ", torch.compile", compiled(ours()), True, 32),
+                     (default + ", channels-last", channels_last(ours()), False, 32), (default, ours(), True, 32)]
         if not cpu_has_native_bf16():
             print("bf16 rows skipped: this CPU has no native bf16 (emulated bf16 is slower than float32)")
             rows = [row for row in rows if not row[2]]
