@@ -56,12 +56,15 @@ _positive_int = _number(int, low=1, allowed="a positive whole number")
 _positive_real = _number(float, low=0, low_open=True, allowed="a positive number")
 
 
-_positive_real_or_off = _number(float, low=0, low_open=True, allowed='a positive number or "off"')
+def _or_off(parse):
+    """A number read by ``parse``, or "off", the seed's way (--min-snr-gamma, --timestep-logit-std, --lr-cooldown)."""
+    def parse_or_off(text):
+        return "off" if text.strip().lower() == "off" else parse(text)
+    return parse_or_off
 
 
-def _real_or_off(text):
-    """--min-snr-gamma, --timestep-logit-std: a positive number, or "off" (the seed's way)."""
-    return "off" if text.strip().lower() == "off" else _positive_real_or_off(text)
+_real_or_off = _or_off(_number(float, low=0, low_open=True, allowed='a positive number or "off"'))
+_share_or_off = _or_off(_number(float, low=0, low_open=True, high=1, allowed='a number in (0, 1] or "off"'))
 
 
 def _channels(text):
@@ -102,6 +105,9 @@ def _parser():
                        help="draw t = T * sigmoid(s * z), z ~ N(0, 1), with s this (logit-normal, Esser et al. "
                        "2024); 'off': uniform t, the seed's (default: 1, whose samples were clearer in "
                        "benchmarks/bench_screen.py; the seed recipe: off; --resume: the checkpoint's)")
+    train.add_argument("--lr-cooldown", type=_share_or_off,
+                       help="let the lr fall linearly to 0 over this last share of the run, e.g. 1: the whole run "
+                       "(default: off, a constant lr, as in the seed; --resume: the checkpoint's)")
     train.add_argument("--batch-size", type=_positive_int, help="images per step, all processes together "
                        f"(default {quick(32, 16)}; the seed recipe: 64)")
     train.add_argument("--lr", type=_positive_real, help="AdamW peak learning rate (default 1e-3; seed recipe 4e-4)")
@@ -151,11 +157,13 @@ def _settings(args):
 
     recipe = RECIPES.get(args.recipe, {})
     chosen = dict(dataset=args.dataset, batch_size=args.batch_size, learning_rate=args.lr, out=args.out,
-                  min_snr_gamma=args.min_snr_gamma, timestep_logit_std=args.timestep_logit_std)
+                  min_snr_gamma=args.min_snr_gamma, timestep_logit_std=args.timestep_logit_std,
+                  lr_cooldown=args.lr_cooldown)
     defaults = dict(dataset="digits", batch_size=quick(TrainConfig.batch_size, 16), learning_rate=1e-3, out="runs/digits",
-                    min_snr_gamma=TrainConfig.min_snr_gamma, timestep_logit_std=TrainConfig.timestep_logit_std)
+                    min_snr_gamma=TrainConfig.min_snr_gamma, timestep_logit_std=TrainConfig.timestep_logit_std,
+                    lr_cooldown=TrainConfig.lr_cooldown)
     settings = {key: value if value is not None else recipe.get(key, defaults[key]) for key, value in chosen.items()}
-    for key in ("min_snr_gamma", "timestep_logit_std"):
+    for key in ("min_snr_gamma", "timestep_logit_std", "lr_cooldown"):
         if settings[key] == "off":  # TrainConfig's spelling of the seed's way
             settings[key] = None
     settings["out"] = Path(settings["out"])
@@ -198,7 +206,7 @@ def _check_before_training(args, s):
     if args.resume:
         saved = load_checkpoint(checkpoint)
         step = saved["step"]
-        for key, older in OLDER_RUNS.items():  # not given: continue with the run's own loss weights and t
+        for key, older in OLDER_RUNS.items():  # not given: continue with the run's own loss weights, t and lr
             if getattr(args, key) is None:
                 s[key] = saved["train_config"].get(key, older)
         if s["steps"] is not None and s["steps"] <= step:
@@ -284,7 +292,7 @@ def _train(args):
     config = TrainConfig(num_steps=steps, batch_size=s["batch_size"], learning_rate=s["learning_rate"],
                          warmup_steps=s["warmup_steps"], grad_clip=s["grad_clip"], seed=args.seed,
                          label_dropout=args.label_dropout, min_snr_gamma=s["min_snr_gamma"],
-                         timestep_logit_std=s["timestep_logit_std"], device=str(device),
+                         timestep_logit_std=s["timestep_logit_std"], lr_cooldown=s["lr_cooldown"], device=str(device),
                          mixed_precision=args.mixed_precision,
                          time_budget_s=None if s["minutes"] is None else s["minutes"] * 60)
     limits = ([f"{steps} steps"] if steps else []) + ([f"{s['minutes']:g} minutes"] if s["minutes"] else [])

@@ -12,7 +12,7 @@ from .schedules import BETA_SCHEDULES
 
 
 OPTIONAL = ("num_steps", "grad_clip", "checkpoint_every_s", "time_budget_s", "min_snr_gamma",
-            "timestep_logit_std")  # None allowed
+            "timestep_logit_std", "lr_cooldown")  # None allowed
 
 
 def check_config(config):
@@ -34,7 +34,8 @@ def check_config(config):
             ("checkpoint_every_s", c.real, dict(low=0, low_open=True, hint="or None")),
             ("time_budget_s", c.real, dict(low=0, low_open=True, hint="or None")),
             ("min_snr_gamma", c.real, dict(low=0, low_open=True, hint="Hang et al. use 5; None turns it off")),
-            ("timestep_logit_std", c.real, dict(low=0, low_open=True, hint="e.g. 1; None draws t uniformly"))]:
+            ("timestep_logit_std", c.real, dict(low=0, low_open=True, hint="e.g. 1; None draws t uniformly")),
+            ("lr_cooldown", c.real, dict(low=0, high=1, low_open=True, hint="e.g. 1; None keeps the lr constant"))]:
         value = getattr(config, name)
         if value is not None or name not in OPTIONAL:
             setattr(config, name, rule(value, name, **kwargs))

@@ -19,7 +19,7 @@ SEED_UNET = dict(sample_size=32, in_channels=3, out_channels=3, layers_per_block
 RECIPES = {
     "seed": dict(dataset="huggan/smithsonian_butterflies_subset", image_size=32, channels=3, epochs=30,
                  batch_size=64, learning_rate=4e-4, warmup_steps=0, grad_clip=None, min_snr_gamma=None,
-                 timestep_logit_std=None, unet=SEED_UNET, out="runs/seed"),
+                 timestep_logit_std=None, lr_cooldown=None, unet=SEED_UNET, out="runs/seed"),
 }
 
 def build_unet(**options):

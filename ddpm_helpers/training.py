@@ -63,6 +63,8 @@ class TrainConfig:
     # (bench_quality_curve.py: more, smaller steps at 95% of the images/s; the seed uses 64)
     learning_rate: float = 1e-3  # AdamW peak lr (the seed uses 4e-4; warmup makes 1e-3 safe)
     warmup_steps: int = 100  # lr rises linearly from 0 over these steps, then stays constant (0: no warmup)
+    lr_cooldown: float | None = None  # the last share of the run, in which the lr falls linearly to 0 (None: it
+    # stays constant; 1 gave clearer samples from 1,334 steps in bench_screen.py, not within 5 minutes on the curve)
     weight_decay: float = 0.01  # AdamW's default, as in the seed
     grad_clip: float | None = 1.0  # clip the gradient norm to this (None: no clipping)
     ema_decay: float = 0.999  # EMA of the weights; the decay warms up as (1 + n) / (10 + n)
@@ -201,9 +203,19 @@ def _get_batch(dataset, indices, seed, step, first=0):
     return torch.stack([item["images"] for item in items]), labels
 
 
-def learning_rate_at(step, config):
-    """Linear warmup from 0 to ``learning_rate`` over ``warmup_steps``, then constant."""
-    return config.learning_rate * min(1.0, (step + 1) / max(1, config.warmup_steps))
+def learning_rate_at(step, config, elapsed=0.0):
+    """The lr of step ``step`` (0, 1, ...) taken ``elapsed`` seconds into this ``train()`` call: it rises
+    linearly from 0 to ``learning_rate`` over ``warmup_steps``, then stays there; with ``lr_cooldown``
+    = c it falls linearly to 0 over the last share c of the run (a "warmup-stable-decay" schedule,
+    Hägele et al. 2024, arXiv 2405.18392), the run's length being ``num_steps`` or this call's
+    ``time_budget_s``, whichever ends it first: lr * min(1, (1 - done) / c), done the share of it
+    that is over."""
+    lr = config.learning_rate * min(1.0, (step + 1) / max(1, config.warmup_steps))
+    if config.lr_cooldown is None:
+        return lr
+    done = max(step / config.num_steps if config.num_steps else 0.0,
+               elapsed / config.time_budget_s if config.time_budget_s else 0.0)
+    return lr * min(1.0, max(0.0, 1.0 - done) / config.lr_cooldown)
 
 
 @dataclass
@@ -216,6 +228,7 @@ class _Run:
     device: torch.device
     call_kwargs: dict  # return_dict=False where the model takes it (diffusers' call signature)
     null_label: int | None  # "no label" (num_class_embeds - 1) of a class-conditional model, else None
+    start_elapsed: float = 0.0  # state.elapsed when this call began (time_budget_s counts from there)
 
     @property
     def rank(self):
@@ -285,7 +298,7 @@ def train_step(state, dataset, run):
     if cfg.grad_clip is not None:
         run.accelerator.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
     for group in state.optimizer.param_groups:
-        group["lr"] = learning_rate_at(state.step, cfg)
+        group["lr"] = learning_rate_at(state.step, cfg, state.elapsed - run.start_elapsed)
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     if not run.accelerator.optimizer_step_was_skipped:  # fp16: the scaler skips steps whose gradients overflowed
@@ -385,6 +398,7 @@ def _loop(state, dataset, run, checkpoint_path, callbacks, doctor, progress):
     total, saved_step = config.num_steps, state.step
     start_time = last_save = time.perf_counter()
     start_elapsed, start_images = state.elapsed, state.images_seen
+    run.start_elapsed = start_elapsed
     bar = tqdm(total=total, initial=state.step, disable=not (progress and main), unit="step", dynamic_ncols=True)
     with _stop_on_ctrl_c() as stop, bar:
         while total is None or state.step < total:
@@ -436,14 +450,14 @@ def _check_first_batch(dataset, config, run, step):
         _train_checks.check_labels(all_labels if isinstance(all_labels, torch.Tensor) else labels, run.null_label)
 
 
-# What a run saved before an option existed trained with: the seed's plain mean and uniform t.
-OLDER_RUNS = {"min_snr_gamma": None, "timestep_logit_std": None}
+# What a run saved before an option existed trained with: the seed's plain mean, uniform t, a constant lr.
+OLDER_RUNS = {"min_snr_gamma": None, "timestep_logit_std": None, "lr_cooldown": None}
 
 
 def _restore(state, checkpoint):
     """Put a loaded checkpoint's EMA and history into ``state`` (weights and optimizer: train())."""
     names = ("seed", "batch_size", "learning_rate", "warmup_steps", "beta_schedule", "ema_decay", "label_dropout",
-             "min_snr_gamma", "timestep_logit_std")
+             "min_snr_gamma", "timestep_logit_std", "lr_cooldown")
     saved = {name: checkpoint["train_config"].get(name, OLDER_RUNS.get(name, getattr(state.config, name)))
              for name in names}
     changed = [name for name in names if saved[name] != getattr(state.config, name)]

@@ -66,6 +66,7 @@ ERRORS = [  # (arguments after "train", what the one line must name)
     (["--label-dropout", "1"], ["--label-dropout", "[0, 1)"]),
     (["--min-snr-gamma", "0"], ["--min-snr-gamma", "positive number", '"off"']),
     (["--timestep-logit-std", "-1"], ["--timestep-logit-std", "positive number", '"off"']),
+    (["--lr-cooldown", "1.5"], ["--lr-cooldown", "(0, 1]", '"off"']),
     (["--sample-steps", "0"], ["--sample-steps", "positive whole number"]),
     (["--sample-steps", "5000"], ["--sample-steps", "at most 1000"]),
     (["--samples", "0"], ["--samples", "positive whole number"]),
@@ -181,6 +182,7 @@ def run_seed_recipe(capsys, tmp_path):
     assert log["config"]["grad_clip"] is None and log["config"]["beta_schedule"] == "squaredcos_cap_v2"
     assert log["config"]["min_snr_gamma"] is None  # the seed's plain mean
     assert log["config"]["timestep_logit_std"] is None  # the seed's uniform t
+    assert log["config"]["lr_cooldown"] is None  # the seed's constant lr
     for name in ("checkpoint.pt", "loss.png", "samples.png"):
         assert (out / name).is_file(), name
     model, _ = load_model(out / "checkpoint.pt")
@@ -212,7 +214,8 @@ def test_conditional_digits_from_the_command_line(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("option, key, default, other", [("--min-snr-gamma", "min_snr_gamma", 5.0, 3.0),
-                                                          ("--timestep-logit-std", "timestep_logit_std", 1.0, 2.0)])
+                                                          ("--timestep-logit-std", "timestep_logit_std", 1.0, 2.0),
+                                                          ("--lr-cooldown", "lr_cooldown", None, 1.0)])
 def test_the_recipe_options_from_the_command_line(capsys, tmp_path, option, key, default, other):
     """The default, a number, and "off" (the seed's way: TrainConfig's None) reach the checkpoint."""
     def saved(folder):

@@ -15,7 +15,7 @@ from ddpm_helpers import checkpoints
 from ddpm_helpers.__main__ import main
 from ddpm_helpers.data import DigitsDataset
 from ddpm_helpers.training import (EMA, TrainConfig, TrainingDoctor, TrainingWarning, batch_indices,
-                                   export_weights, load_checkpoint, load_model, load_pretrained,
+                                   export_weights, learning_rate_at, load_checkpoint, load_model, load_pretrained,
                                    save_checkpoint, smooth, train)
 from ddpm_helpers.recipes import build_unet
 
@@ -606,10 +606,11 @@ def test_logit_normal_timesteps_follow_their_distribution():
 
 
 def test_resuming_a_run_saved_before_the_t_option_says_its_t_was_uniform(digits, tmp_path):
-    """A checkpoint without timestep_logit_std (or min_snr_gamma) was trained the seed's way: resuming it
-    with today's defaults is a change of recipe, and train() says so; with the old values it is not."""
+    """A checkpoint without timestep_logit_std (or min_snr_gamma, lr_cooldown) was trained the seed's way:
+    resuming it with today's defaults is a change of recipe, and train() says so; with the old values it is not
+    (the constant lr of old runs is still the default)."""
     path = tmp_path / "checkpoint.pt"
-    old = dict(min_snr_gamma=None, timestep_logit_std=None)
+    old = dict(min_snr_gamma=None, timestep_logit_std=None, lr_cooldown=None)
     train(tiny_unet(), digits, TrainConfig(num_steps=2, **FAST, **old), checkpoint_path=path, progress=False)
     checkpoint = torch.load(path, weights_only=True)
     for name in old:
@@ -623,6 +624,43 @@ def test_resuming_a_run_saved_before_the_t_option_says_its_t_was_uniform(digits,
         state = train(tiny_unet(), digits, TrainConfig(num_steps=3, **FAST, **old), checkpoint_path=path,
                       progress=False)
     assert state.step == 3
+
+
+def test_learning_rate_warms_up_holds_and_cools_down():
+    """lr_s = lr * min(1, (s + 1) / warmup) * min(1, (1 - done) / c), done = s / num_steps or the share of
+    time_budget_s that is over, whichever is larger; c = None keeps the lr constant after warmup."""
+    def as_written(s, done, c=0.2, warmup=100, lr=1e-3):
+        return lr * min(1, (s + 1) / warmup) * min(1, (1 - done) / c)
+
+    by_steps = TrainConfig(num_steps=1000, lr_cooldown=0.2)
+    for s in [0, 50, 99, 500, 799, 800, 900, 999]:
+        assert learning_rate_at(s, by_steps) == pytest.approx(as_written(s, s / 1000), rel=1e-12)
+    assert learning_rate_at(799, by_steps) == 1e-3 and learning_rate_at(999, by_steps) == pytest.approx(5e-6)
+    by_time = TrainConfig(num_steps=None, time_budget_s=300, lr_cooldown=0.5)
+    assert [learning_rate_at(200, by_time, e) for e in (0, 150, 225, 300, 400)] == pytest.approx([1e-3, 1e-3, 5e-4, 0, 0])
+    both = TrainConfig(num_steps=1000, time_budget_s=300, lr_cooldown=0.2)
+    assert learning_rate_at(900, both, 60) == pytest.approx(as_written(900, 0.9))  # the steps are further along
+    assert learning_rate_at(100, both, 270) == pytest.approx(as_written(100, 0.9))  # the clock is
+    constant = TrainConfig(num_steps=1000, lr_cooldown=None)
+    assert [learning_rate_at(s, constant, 1e9) for s in (99, 999, 5000)] == [1e-3] * 3
+
+
+def test_the_optimizer_steps_at_the_scheduled_learning_rate(digits):
+    config = TrainConfig(num_steps=10, **dict(FAST, warmup_steps=0), lr_cooldown=0.5)
+    state = train(tiny_unet(), digits, config, progress=False)
+    assert state.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * (1 - 9 / 10) / 0.5)  # the last step's
+
+
+def test_a_timed_cooldown_counts_this_calls_budget(digits, tmp_path):
+    """time_budget_s is per train() call, and so is its cooldown: a resumed call starts again at the full lr
+    (were it counted from the run's first second, done would be > 1 and every lr 0: AdamW would not move)."""
+    path = tmp_path / "checkpoint.pt"
+    config = TrainConfig(num_steps=None, time_budget_s=0.5, lr_cooldown=1.0, **FAST)
+    first = train(tiny_unet(), digits, config, checkpoint_path=path, progress=False)
+    before = [p.detach().clone() for p in first.model.parameters()]
+    again = train(tiny_unet(), digits, config, checkpoint_path=path, progress=False)
+    assert again.step > first.step and again.elapsed >= 1.0
+    assert any(not torch.equal(a, b) for a, b in zip(before, again.model.parameters()))
 
 
 def test_min_snr_changes_training_only_through_the_weights(digits):
