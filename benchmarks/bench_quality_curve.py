@@ -11,6 +11,8 @@ Recipes (``RECIPES``):
   no laptop would use it);
 - ``ours-uniform-t`` / ``ours-uniform-t-bf16``: the same with the seed's uniform t (the default until
   bench_screen.py showed logit-normal t giving clearer digits from the same images);
+- ``ours-lr-cooldown`` / ``ours-lr-cooldown-bf16``: the default with the lr falling linearly to 0
+  over each mark's run (``lr_cooldown=1``; each mark is its own run of that length, see ``OursRun``);
 - ``ours-batch-64``: ``ours-uniform-t`` with 64 images per step (the default until the curve showed
   32 learning faster per minute);
 - ``ours-plain``: batch 64, uniform t, with the seed's plain mean loss (``min_snr_gamma=None``, the default
@@ -37,6 +39,7 @@ and the largest share of any digit in any of them).
 import argparse
 import json
 import math
+import shutil
 import sys
 import tempfile
 import warnings
@@ -57,6 +60,8 @@ PLAIN = dict(mixed_precision="no", min_snr_gamma=None, batch_size=64, timestep_l
 RECIPES = {  # name: TrainConfig options for ours (and "unet": UNet options); "seed" for the seed's loop
     "ours-min-snr": dict(mixed_precision="no", min_snr_gamma=5.0),
     "ours-bf16": dict(mixed_precision="bf16", min_snr_gamma=5.0),
+    "ours-lr-cooldown": dict(mixed_precision="no", min_snr_gamma=5.0, lr_cooldown=1.0),
+    "ours-lr-cooldown-bf16": dict(mixed_precision="bf16", min_snr_gamma=5.0, lr_cooldown=1.0),
     "ours-uniform-t": dict(mixed_precision="no", min_snr_gamma=5.0, timestep_logit_std=None),
     "ours-uniform-t-bf16": dict(mixed_precision="bf16", min_snr_gamma=5.0, timestep_logit_std=None),
     "ours-batch-64": dict(mixed_precision="no", min_snr_gamma=5.0, batch_size=64, timestep_logit_std=None),
@@ -70,26 +75,45 @@ DEFAULT_RECIPES = ("ours-min-snr", "ours-bf16", "ours-batch-64", "seed-fp32")
 
 
 class OursRun:
-    """``training.train`` in slices: each call resumes from the checkpoint (bit for bit)."""
+    """``training.train`` in slices: each call resumes from the checkpoint (bit for bit). With an lr
+    cooldown (``ours-lr-cooldown``) the slices are a constant-lr trunk, and each mark's run branches
+    off it where its cooldown begins (see ``finish``)."""
 
     def __init__(self, options, dataset, seed, folder):
         self.dataset, self.path = dataset, Path(folder) / "checkpoint.pt"
         options = dict(options)
         self.unet_options = options.pop("unet", {})
+        self.cooldown = options.pop("lr_cooldown", TrainConfig.lr_cooldown)
         self.options = dict(options, seed=seed, num_steps=None, checkpoint_every=10**9, checkpoint_every_s=None)
         self.seed, self.state, self.elapsed, self.images = seed, None, 0.0, 0
 
-    def advance(self, seconds):
-        config = TrainConfig(time_budget_s=seconds, **self.options)
+    def _train(self, seconds, lr_cooldown, path):
+        config = TrainConfig(time_budget_s=seconds, lr_cooldown=lr_cooldown, **self.options)
         torch.manual_seed(self.seed)  # the first slice's initial weights; later slices load the checkpoint
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the doctor's "loss is not falling" on a short slice
-            self.state = train(UNet(**self.unet_options), self.dataset, config, checkpoint_path=self.path,
-                               progress=False)
+            return train(UNet(**self.unet_options), self.dataset, config, checkpoint_path=path, progress=False)
+
+    def trunk_seconds(self, minutes):
+        """How long the trunk trains for the run of ``minutes``: all of it, or up to its cooldown."""
+        return minutes * 60 * (1 - (self.cooldown or 0))
+
+    def advance(self, seconds):
+        self.state = self._train(seconds, None, self.path)
         self.elapsed, self.images = self.state.elapsed, self.state.images_seen
 
-    def sampling_model(self):
-        return self.state.ema_model
+    def finish(self, minutes):
+        """The run of ``minutes``: (its EMA model, seconds, images). With a cooldown c, a copy of the trunk
+        (at (1 - c) * minutes) trains the rest with the lr falling linearly to 0 (lr_cooldown=1 over that
+        call): the lr of every step is that of one run of ``minutes`` with lr_cooldown=c. The trunk goes on
+        at a constant lr, so one trunk serves every mark ("warmup-stable-decay", Hägele et al. 2024)."""
+        if not self.cooldown:
+            return self.state.ema_model, self.elapsed, self.images
+        branch = self.path.with_name("branch.pt")
+        shutil.copyfile(self.path, branch)
+        state = self._train(minutes * 60 - self.elapsed, 1.0, branch)
+        branch.unlink()
+        return state.ema_model, state.elapsed, state.images_seen
 
 
 SAMPLERS = {  # name: DPMSolverMultistepScheduler algorithm_type; each mark is measured with both
@@ -137,14 +161,16 @@ def run_curve(recipes, marks, seeds, slice_s, num_samples, out, until=None):
             for key, run in runs.items():  # one slice each, in turn
                 if not pending[key]:
                     continue
-                run.advance(max(0.1, min(slice_s, pending[key][0] * 60 - run.elapsed)))
-                if run.elapsed < pending[key][0] * 60 - 0.5:
+                target = run.trunk_seconds(pending[key][0])
+                run.advance(max(0.1, min(slice_s, target - run.elapsed)))
+                if run.elapsed < target - 0.5:
                     continue
                 minutes = pending[key].pop(0)
                 if (*key, minutes) in done:
                     continue
-                row = dict(recipe=key[0], seed=key[1], minutes=minutes, train_s=round(run.elapsed, 1),
-                           images=run.images, **measure(run.sampling_model(), num_samples, dataset))
+                model, train_s, images = run.finish(minutes)
+                row = dict(recipe=key[0], seed=key[1], minutes=minutes, train_s=round(train_s, 1),
+                           images=images, **measure(model, num_samples, dataset))
                 results.append(row)
                 results_path.write_text(json.dumps(results, indent=1))
                 print(format_row(row), flush=True)
@@ -277,9 +303,10 @@ def main():
         row = measure(model, args.samples, DigitsDataset())
         print(f"the shipped model ({args.samples} samples): {format_quality(row)}")
         return
-    if "ours-bf16" in recipes and not cpu_has_native_bf16():
-        recipes.remove("ours-bf16")
-        print("ours-bf16: skipped, this CPU has no native bf16 (emulated bf16 is slower than float32)")
+    for name in [r for r in recipes if RECIPES[r] != "seed" and RECIPES[r]["mixed_precision"] == "bf16"]:
+        if not cpu_has_native_bf16():
+            recipes.remove(name)
+            print(f"{name}: skipped, this CPU has no native bf16 (emulated bf16 is slower than float32)")
     if not recipes:
         sys.exit("no recipe left to run")
     args.out.mkdir(parents=True, exist_ok=True)

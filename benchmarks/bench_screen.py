@@ -34,6 +34,10 @@ VARIANTS = {  # name: TrainConfig options on top of the defaults (batch 32, min-
     "logit-normal-1": dict(timestep_logit_std=1.0),  # t / T = sigmoid(s z): the middle t more often
     "logit-normal-1.5": dict(timestep_logit_std=1.5),
     "logit-normal-2": dict(timestep_logit_std=2.0),  # a wider spread, nearer uniform
+    "logit-normal-0.75": dict(timestep_logit_std=0.75),  # a narrower one: the ends less often still
+    "lr-2e-3": dict(learning_rate=2e-3),  # twice the default peak learning rate
+    "lr-cooldown-0.2": dict(lr_cooldown=0.2),  # the lr falls linearly to 0 over the last fifth of the run
+    "lr-cooldown-1": dict(lr_cooldown=1.0),  # ... over the whole run, from the end of warmup
     "uniform-t-batch-64": dict(timestep_logit_std=None, batch_size=64),  # the screen that chose batch 32
     "uniform-t-batch-16": dict(timestep_logit_std=None, batch_size=16),
 }

@@ -91,6 +91,12 @@ class SeedRun:
     def sampling_model(self):
         return self.model.eval()
 
+    def trunk_seconds(self, minutes):  # bench_quality_curve.py: the seed's loop has no lr cooldown
+        return minutes * 60
+
+    def finish(self, minutes):
+        return self.sampling_model(), self.elapsed, self.images
+
 
 def heldout_loss(model, n=1000):
     """fp32 MSE on fixed held-out digits with fixed noise and t spread evenly over 0..999."""
