@@ -1,4 +1,4 @@
-"""benchmarks/bench_quality_curve.py's report: the table of stored rows (ranges over seeds) and its plot."""
+"""benchmarks/bench_quality_curve.py: the table of stored rows (ranges over seeds), its plot, and a cooldown recipe's runs."""
 
 import json
 import subprocess
@@ -65,3 +65,25 @@ def test_screen_report_tables_each_variant_over_its_seeds(tmp_path):
     assert lines.index("| uniform-t | 2 | 42,688 | 1,334 | 74-78% | 5-15% | 2.0-2.5x | 79-83% | 6-13% | 1.0-1.2x "
                        "| 0.0500 |") < lines.index("| logit-normal-1 | 1 | 42,688 | 1,334 | 76% | 5-15% | 3.0x | 81% "
                                                   "| 6-13% | 1.5x | 0.0500 |")
+
+
+def test_a_cooldown_recipes_mark_is_its_own_run_branched_off_a_constant_lr_trunk(tmp_path, monkeypatch):
+    """OursRun with lr_cooldown=c: the trunk trains (1 - c) of a mark at a constant lr; finish() trains a copy
+    for the rest with the lr falling to 0 and leaves the trunk (and its checkpoint) as it was."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from bench_quality_curve import OursRun
+    from ddpm_helpers.data import DigitsDataset
+
+    tiny = dict(sample_size=16, block_out_channels=(8, 16), norm_num_groups=4)
+    options = dict(mixed_precision="no", batch_size=8, warmup_steps=1, log_every=1000, unet=tiny, lr_cooldown=0.5)
+    run = OursRun(options, DigitsDataset(n=64, image_size=16), 0, tmp_path)
+    minutes = 0.02  # 1.2 s: the trunk 0.6 s, the branch the rest
+    assert run.trunk_seconds(minutes) == 0.6
+    run.advance(run.trunk_seconds(minutes))
+    trunk_step, trunk_lr = run.state.step, run.state.optimizer.param_groups[0]["lr"]
+    trunk_file = (tmp_path / "checkpoint.pt").read_bytes()
+    model, seconds, images = run.finish(minutes)
+    assert trunk_lr == 1e-3  # constant after the warm-up
+    assert seconds >= minutes * 60 and images > run.images == trunk_step * 8
+    assert (tmp_path / "checkpoint.pt").read_bytes() == trunk_file and not (tmp_path / "branch.pt").exists()
+    assert not model.training
