@@ -262,7 +262,13 @@ def plot(results, recipes, path, machine):
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3)
     ax_fid.yaxis.set_major_formatter(plain)
-    ax_fid.yaxis.set_minor_formatter(plain)
+
+    def minor_label(y, pos):  # over more than a decade only 2 and 5 (20, 50, ...): 6, 7, 8, 9 would crowd
+        low, high = ax_fid.get_ylim()
+        mantissa = round(y / 10 ** math.floor(math.log10(y)))
+        return f"{y:g}" if high / low <= 10 or mantissa in (2, 5) else ""
+
+    ax_fid.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(minor_label))
     ax_conf.legend(fontsize=7)
     fig.suptitle(machine, fontsize=9)
     fig.tight_layout()
