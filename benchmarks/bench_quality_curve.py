@@ -109,6 +109,10 @@ class OursRun:
         at a constant lr, so one trunk serves every mark ("warmup-stable-decay", Hägele et al. 2024)."""
         if not self.cooldown:
             return self.state.ema_model, self.elapsed, self.images
+        if self.elapsed >= minutes * 60:  # the trunk's last step ran past the whole mark (a loaded machine)
+            warnings.warn(f"the trunk is {self.elapsed:.1f} s in, past the {minutes:g}-minute mark: no time left "
+                          "for its cooldown, so this mark is the trunk's (a constant lr)")
+            return self.state.ema_model, self.elapsed, self.images
         branch = self.path.with_name("branch.pt")
         shutil.copyfile(self.path, branch)
         state = self._train(minutes * 60 - self.elapsed, 1.0, branch)
