@@ -38,6 +38,8 @@ VARIANTS = {  # name: TrainConfig options on top of the defaults (batch 32, min-
     "lr-2e-3": dict(learning_rate=2e-3),  # twice the default peak learning rate
     "lr-cooldown-0.2": dict(lr_cooldown=0.2),  # the lr falls linearly to 0 over the last fifth of the run
     "lr-cooldown-1": dict(lr_cooldown=1.0),  # ... over the whole run, from the end of warmup
+    "min-snr-off": dict(min_snr_gamma=None),  # the plain mean over logit-normal t: the small t weigh in fully
+    "min-snr-2": dict(min_snr_gamma=2.0),  # the small t weigh in less still than with gamma = 5
     "uniform-t-batch-64": dict(timestep_logit_std=None, batch_size=64),  # the screen that chose batch 32
     "uniform-t-batch-16": dict(timestep_logit_std=None, batch_size=16),
 }
