@@ -19,6 +19,8 @@ Recipes (``RECIPES``):
   until the curve showed min-SNR-5 learning faster); ``ours-lr-2e-3``,
   ``ours-small`` (``UNet(block_out_channels=(16, 32, 64))``, the CLI's ``--channels 16,32,64``):
   ``ours-plain`` with one thing changed each; ``ours-min-snr-lr-2e-3``: two changes together;
+- ``ours-levels-4``: ``ours-min-snr`` with a fourth level (``UNet(block_out_channels=(32, 48, 64, 64))``,
+  the middle block at 4x4: as many FLOPs per image, 1.31M parameters; bench_screen.py's ``levels-4``);
 - ``seed-fp32``: the seed's loop as written (diffusers' UNet2DModel in unit 1's configuration with
   one channel, diffusers' DDPMScheduler, AdamW 4e-4, ``loss.backward(loss)``, no EMA).
 
@@ -56,6 +58,7 @@ from ddpm_helpers.training import TrainConfig, load_pretrained, train
 from ddpm_helpers.unet import UNet, cpu_has_native_bf16
 
 SMALL_UNET = dict(block_out_channels=(16, 32, 64), attention_head_dim=16)  # --channels 16,32,64: half the FLOPs
+LEVELS_4_UNET = dict(block_out_channels=(32, 48, 64, 64))  # --channels 32,48,64,64
 PLAIN = dict(mixed_precision="no", min_snr_gamma=None, batch_size=64, timestep_logit_std=None)  # the first default
 RECIPES = {  # name: TrainConfig options for ours (and "unet": UNet options); "seed" for the seed's loop
     "ours-min-snr": dict(mixed_precision="no", min_snr_gamma=5.0),
@@ -69,6 +72,7 @@ RECIPES = {  # name: TrainConfig options for ours (and "unet": UNet options); "s
     "ours-lr-2e-3": dict(PLAIN, learning_rate=2e-3),
     "ours-small": dict(PLAIN, unet=SMALL_UNET),
     "ours-min-snr-lr-2e-3": dict(PLAIN, min_snr_gamma=5.0, learning_rate=2e-3),
+    "ours-levels-4": dict(mixed_precision="no", min_snr_gamma=5.0, unet=LEVELS_4_UNET),
     "seed-fp32": "seed",
 }
 DEFAULT_RECIPES = ("ours-min-snr", "ours-bf16", "ours-batch-64", "seed-fp32")

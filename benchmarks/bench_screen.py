@@ -5,8 +5,8 @@
 
 Where bench_quality_curve.py asks "how good after m minutes?", this asks "which recipe learns more
 from the same images?", which a screen can answer faster and under any load: each variant
-(``VARIANTS``: TrainConfig options on top of the defaults, each named for what it sets) trains
-``UNet()`` for ``--images`` images (42,688 by default: what 5 minutes of float32 at 64 images per
+(``VARIANTS``: TrainConfig options on top of the defaults, each named for what it sets, and under
+``"unet"`` options of the UNet) trains ``UNet()`` for ``--images`` images (42,688 by default: what 5 minutes of float32 at 64 images per
 step saw on a 2-core Xeon), then its EMA weights are measured exactly as a mark of the curve is
 (512 samples with DPM-Solver++(2M) and with its SDE, 20 steps each, the same noise; the held-out
 loss). Training runs under bf16 autocast where the CPU has it natively (per image bf16 and float32
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from bench_quality_curve import QUALITY_HEAD, SDE_HEAD, _span, by_sampler, measure, quality_cells
+from bench_quality_curve import LEVELS_4_UNET, QUALITY_HEAD, SDE_HEAD, _span, by_sampler, measure, quality_cells
 from ddpm_helpers.data import DigitsDataset
 from ddpm_helpers.training import TrainConfig, train
 from ddpm_helpers.unet import UNet, cpu_has_native_bf16
@@ -40,6 +40,9 @@ VARIANTS = {  # name: TrainConfig options on top of the defaults (batch 32, min-
     "lr-cooldown-1": dict(lr_cooldown=1.0),  # ... over the whole run, from the end of warmup
     "min-snr-off": dict(min_snr_gamma=None),  # the plain mean over logit-normal t: the small t weigh in fully
     "min-snr-2": dict(min_snr_gamma=2.0),  # the small t weigh in less still than with gamma = 5
+    "levels-4": dict(unet=LEVELS_4_UNET),  # a fourth level, (32, 48, 64, 64): the middle block at 4x4, as many
+    # FLOPs per image (bench_unet.py's counter), 1.31M parameters instead of 0.90M
+    "levels-4-min-snr-2": dict(min_snr_gamma=2.0, unet=LEVELS_4_UNET),
     "uniform-t-batch-64": dict(timestep_logit_std=None, batch_size=64),  # the screen that chose batch 32
     "uniform-t-batch-16": dict(timestep_logit_std=None, batch_size=16),
 }
@@ -48,12 +51,13 @@ VARIANTS = {  # name: TrainConfig options on top of the defaults (batch 32, min-
 def screen(name, images, seed, mixed_precision, dataset, num_samples):
     options = dict(mixed_precision=mixed_precision, seed=seed, checkpoint_every=10**9, checkpoint_every_s=None,
                    **VARIANTS[name])
+    unet_options = options.pop("unet", {})
     config = TrainConfig(num_steps=images // options.get("batch_size", TrainConfig.batch_size), **options)
     torch.manual_seed(seed)  # the initial weights
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the doctor's warnings on a short run
-        state = train(UNet(), dataset, config, progress=False)
+        state = train(UNet(**unet_options), dataset, config, progress=False)
     train_s = time.perf_counter() - start
     return dict(variant=name, seed=seed, images=state.images_seen, steps=state.step, train_s=round(train_s, 1),
                 mixed_precision=mixed_precision, **measure(state.ema_model, num_samples, dataset))

@@ -69,6 +69,27 @@ def test_screen_report_tables_each_variant_over_its_seeds(tmp_path):
                                                   "| 6-13% | 1.5x | 0.0500 |")
 
 
+def test_a_screen_variants_unet_options_build_the_model_it_trains(monkeypatch):
+    """bench_screen.screen: a variant's "unet" options go to UNet(), the rest to TrainConfig."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_screen
+    from ddpm_helpers.data import DigitsDataset
+
+    tiny = dict(sample_size=16, block_out_channels=(8, 16, 16), norm_num_groups=4)
+    monkeypatch.setitem(bench_screen.VARIANTS, "tiny-3", dict(batch_size=8, warmup_steps=1, log_every=1000, unet=tiny))
+    seen = {}
+
+    def measure(model, num_samples, dataset):
+        seen.update(widths=tuple(model.config.block_out_channels), samples=num_samples)
+        return {}
+
+    monkeypatch.setattr(bench_screen, "measure", measure)
+    row = bench_screen.screen("tiny-3", 24, 0, "no", DigitsDataset(64, image_size=16), 4)
+    assert seen == dict(widths=(8, 16, 16), samples=4)
+    assert (row["steps"], row["images"]) == (3, 24)  # 24 images at the variant's 8 per step
+    assert bench_screen.VARIANTS["tiny-3"]["unet"] == tiny  # the variant itself is left as it was, for the next seed
+
+
 def test_a_cooldown_recipes_mark_is_its_own_run_branched_off_a_constant_lr_trunk(tmp_path, monkeypatch):
     """OursRun with lr_cooldown=c: the trunk trains (1 - c) of a mark at a constant lr; finish() trains a copy
     for the rest with the lr falling to 0 and leaves the trunk (and its checkpoint) as it was."""
