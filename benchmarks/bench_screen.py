@@ -6,8 +6,8 @@
 Where bench_quality_curve.py asks "how good after m minutes?", this asks "which recipe learns more
 from the same images?", which a screen can answer faster and under any load: each variant
 (``VARIANTS``: TrainConfig options on top of the defaults, each named for what it sets, and under
-``"unet"`` options of the UNet) trains ``UNet()`` for ``--images`` images (42,688 by default: what 5 minutes of float32 at 64 images per
-step saw on a 2-core Xeon), then its EMA weights are measured exactly as a mark of the curve is
+``"unet"`` options of the UNet) trains ``UNet()`` for ``--images`` images (42,688 by default: what
+5 minutes of float32 at 64 images per step saw on a 2-core Xeon), then its EMA weights are measured exactly as a mark of the curve is
 (512 samples with DPM-Solver++(2M) and with its SDE, 20 steps each, the same noise; the held-out
 loss). Training runs under bf16 autocast where the CPU has it natively (per image bf16 and float32
 learn alike, and it is faster), else float32;
@@ -29,7 +29,8 @@ from ddpm_helpers.data import DigitsDataset
 from ddpm_helpers.training import TrainConfig, train
 from ddpm_helpers.unet import UNet, cpu_has_native_bf16
 
-VARIANTS = {  # name: TrainConfig options on top of the defaults (batch 32, min-SNR-5, logit-normal t with s = 1)
+VARIANTS = {  # name: TrainConfig options on top of the defaults (batch 32, min-SNR-5, logit-normal t with s = 1),
+    # and under "unet" UNet options on top of UNet()'s
     "uniform-t": dict(timestep_logit_std=None),  # the seed's t ~ Uniform{0, ..., T-1}
     "logit-normal-1": dict(timestep_logit_std=1.0),  # t / T = sigmoid(s z): the middle t more often
     "logit-normal-1.5": dict(timestep_logit_std=1.5),
