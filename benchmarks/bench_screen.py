@@ -6,14 +6,14 @@
 Where bench_quality_curve.py asks "how good after m minutes?", this asks "which recipe learns more
 from the same images?", which a screen can answer faster and under any load: each variant
 (``VARIANTS``: TrainConfig options on top of the defaults, each named for what it sets, and under
-``"unet"`` options of the UNet) trains ``UNet()`` for ``--images`` images (42,688 by default: what
-5 minutes of float32 at 64 images per step saw on a 2-core Xeon), then its EMA weights are measured exactly as a mark of the curve is
-(512 samples with DPM-Solver++(2M) and with its SDE, 20 steps each, the same noise; the held-out
-loss). Training runs under bf16 autocast where the CPU has it natively (per image bf16 and float32
-learn alike, and it is faster), else float32;
+``"unet"`` options of the UNet) trains ``UNet()`` for ``--images`` images (42,688 by default: what 5
+minutes of float32 at 64 images per step saw on a 2-core Xeon), then its EMA weights are measured
+exactly as a mark of the curve is (512 samples with DPM-Solver++(2M) and with its SDE, 20 steps
+each, the same noise; the held-out loss). Training runs under bf16 autocast where the CPU has it
+natively (per image bf16 and float32 learn alike, and it is faster), else float32;
 ``--mixed-precision`` overrides. A variant's train time is printed, but compare speeds with
-bench_unet.py: two screens sharing the CPU slow each other. Rows go to ``--out``/screen.json as
-they come (rows already there are not measured again, so a stopped screen resumes), then a table.
+bench_unet.py: two screens sharing the CPU slow each other. Rows go to ``--out``/screen.json as they
+come (rows already there are not measured again, so a stopped screen resumes), then a table.
 """
 
 import argparse
