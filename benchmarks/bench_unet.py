@@ -22,6 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from ddpm_helpers.training import TrainConfig
 from ddpm_helpers.unet import UNet, UNetConfig, autocast_context, count_parameters, cpu_has_native_bf16, estimate_flops
 
 SEED_RECIPE = dict(  # the seed's model (Hugging Face diffusion course, unit 1), at 32x32 grayscale
@@ -175,20 +176,24 @@ def main():
     parser.add_argument("--train-seconds", type=float, default=0, help="also train seed vs ours this long each")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed table")
     parser.add_argument("--compile", action="store_true",
-                        help="also the default model under torch.compile, batch 32 (its compile time is printed)")
+                        help="also the default model under torch.compile, at its training batch "
+                             "(its compile time is printed)")
     args = parser.parse_args()
+    if args.rounds < 1 or args.burst < 1:
+        parser.error("--rounds and --burst must be at least 1")
     torch.set_num_threads(args.threads)
     ours = lambda **kw: (lambda: UNet(**kw))  # noqa: E731
     channels_last = lambda build: (lambda: build().to(memory_format=torch.channels_last))  # noqa: E731
     compiled = lambda build: (lambda: torch.compile(build()))  # noqa: E731; compiles on its first (warm-up) step
     default = f"ours default {tuple(UNetConfig().block_out_channels)} lpb{UNetConfig().layers_per_block}"
+    train_batch = TrainConfig().batch_size  # the default model's rows at the batch it trains with
     print(f"autocast_context('cpu') on this machine: {type(autocast_context('cpu')).__name__}")
     if not args.no_speed:
         rows = [
             ("seed UNet2DModel (64,128,128,256) lpb2", seed_model, False, 64),
             ("seed UNet2DModel (64,128,128,256) lpb2", seed_model, True, 64),
-            (default + ", channels-last (as train() runs fp32)", channels_last(ours()), False, 32),
-            (default, ours(), True, 32),  # 32: TrainConfig's batch
+            (default + ", channels-last (as train() runs fp32)", channels_last(ours()), False, train_batch),
+            (default, ours(), True, train_batch),
             (default, ours(), False, 64),
             (default, ours(), False, 128),
             (default + ", channels-last (as train() runs fp32)", channels_last(ours()), False, 64),
@@ -201,8 +206,9 @@ def main():
             ("ours (64,128,256) lpb1", ours(block_out_channels=(64, 128, 256)), True, 128),
         ]
         if args.compile:
-            rows += [(default + ", channels-last, torch.compile", compiled(channels_last(ours())), False, 32),
-                     (default + ", torch.compile", compiled(ours()), True, 32)]  # beside the eager rows of 32
+            rows += [  # beside the eager rows at the same batch
+                (default + ", channels-last, torch.compile", compiled(channels_last(ours())), False, train_batch),
+                (default + ", torch.compile", compiled(ours()), True, train_batch)]
         if not cpu_has_native_bf16():
             print("bf16 rows skipped: this CPU has no native bf16 (emulated bf16 is slower than float32)")
             rows = [row for row in rows if not row[2]]
